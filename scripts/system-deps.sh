@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# System packages the Python dependencies build against: mysqlclient needs the MariaDB client
+# headers and pkg-config; uWSGI needs gcc and the Python headers. Installs only what is missing.
+set -euo pipefail
+missing=()
+pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null \
+  || missing+=(libmariadb-dev)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v gcc >/dev/null || missing+=(gcc)
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "forkguard: missing system packages: ${missing[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "forkguard: installing system packages: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

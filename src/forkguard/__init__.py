@@ -1,0 +1,123 @@
+"""forkguard: database connections that stay safe across ``fork()``.
+
+Add two lines where your app starts (before the pre-fork server forks)::
+
+    import forkguard
+    forkguard.install()
+
+Every SQLAlchemy engine, made before or after that call, is then fork-safe: a child never
+writes a byte to a socket it inherited, gets a fresh pool, and sessions that held an inherited
+connection start over. The parent keeps all its connections.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import _fork, _registry, _stats
+from ._config import MODES, configure, load_environment, settings
+from ._errors import ConfigurationError, ForkguardError, InheritedConnectionError
+
+__all__ = [
+    "MODES",
+    "ConfigurationError",
+    "ForkguardError",
+    "InheritedConnectionError",
+    "configure",
+    "install",
+    "is_installed",
+    "protect",
+    "stats",
+    "track",
+    "uninstall",
+]
+
+__version__ = "0.1.0"
+
+log = logging.getLogger("forkguard")
+log.addHandler(logging.NullHandler())
+
+_installed = False
+
+
+def _neutralize_in_child(parent_pid: int) -> None:
+    _stats.reset_for_child()
+    _stats.counters.forks_seen += 1
+    _registry.neutralize_inherited()
+
+
+def _activate() -> None:
+    # The socket-level work must run before any integration looks at a connection.
+    _fork.add_child_handler(_neutralize_in_child)
+    _fork.activate()
+
+
+def install(*, mode: str | None = None, trace: bool | None = None) -> None:
+    """Make every SQLAlchemy engine in this process fork-safe (idempotent).
+
+    Reads ``FORKGUARD_MODE`` / ``FORKGUARD_TRACE`` first; arguments win over the environment.
+    """
+    global _installed
+    load_environment()
+    configure(mode=mode, trace=trace)
+    _activate()
+    if _sqlalchemy_available():
+        from . import sqlalchemy as _sa
+
+        _sa.install()
+    if not _installed:
+        log.debug("forkguard: installed (mode=%s)", settings.mode)
+    _installed = True
+
+
+def protect(engine: Any) -> Any:
+    """Make one engine fork-safe without touching any other; returns it for chaining."""
+    load_environment()
+    _activate()
+    from . import sqlalchemy as _sa
+
+    _sa.protect(engine)
+    return engine
+
+
+def uninstall() -> None:
+    """Undo :func:`install` and :func:`protect`: no more hooks run after this."""
+    global _installed
+    if _sqlalchemy_available():
+        from . import sqlalchemy as _sa
+
+        _sa.uninstall()
+    _fork.remove_child_handler(_neutralize_in_child)
+    _fork.deactivate()
+    _registry.clear()
+    _installed = False
+
+
+def is_installed() -> bool:
+    return _installed
+
+
+def track(conn: Any, *, port: int | None = None) -> Any:
+    """Guard a DB-API connection made without SQLAlchemy; returns it for chaining.
+
+    In a child, the connection's socket is pointed at /dev/null before the driver can close or
+    free it, so the parent's session survives whatever the child does with the object.
+    """
+    from ._origin import opening_site
+
+    _activate()
+    _registry.track(conn, port=port, opened_at=opening_site(2))
+    return conn
+
+
+def stats() -> dict[str, int]:
+    """This process's counters: forks seen, connections neutralized, pools replaced, ..."""
+    _fork.check()
+    return _stats.counters.as_dict()
+
+
+def _sqlalchemy_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sqlalchemy") is not None

@@ -1,0 +1,64 @@
+"""forkguard's settings: one place that validates them, from arguments or the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ._errors import ConfigurationError
+
+MODES = ("repair", "warn", "strict")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass
+class Settings:
+    """What forkguard does in a child that inherited connections.
+
+    ``repair`` fixes quietly (one INFO line per process), ``warn`` fixes and logs where every
+    inherited connection was opened, ``strict`` refuses to let the child use one at all, so
+    that a test suite or a staging deploy finds the import-time connection.
+    """
+
+    mode: str = "repair"
+    trace: bool = False
+
+
+settings = Settings()
+
+
+def check_mode(value: object, source: str = "mode") -> str:
+    if not isinstance(value, str) or value.strip().lower() not in MODES:
+        raise ConfigurationError(
+            f"forkguard: {source}={value!r} is not a valid mode; use one of: {', '.join(MODES)}"
+        )
+    return value.strip().lower()
+
+
+def check_flag(value: object, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigurationError(
+        f"forkguard: {source}={value!r} is not a valid flag; use 1/0, true/false, yes/no or on/off"
+    )
+
+
+def load_environment() -> None:
+    """Apply ``FORKGUARD_MODE`` and ``FORKGUARD_TRACE``; a bad value is an error, not a guess."""
+    mode = os.environ.get("FORKGUARD_MODE")
+    if mode is not None:
+        settings.mode = check_mode(mode, "FORKGUARD_MODE")
+    trace = os.environ.get("FORKGUARD_TRACE")
+    if trace is not None:
+        settings.trace = check_flag(trace, "FORKGUARD_TRACE")
+
+
+def configure(*, mode: str | None = None, trace: bool | None = None) -> None:
+    """Change forkguard's behaviour at run time; arguments left out keep their value."""
+    if mode is not None:
+        settings.mode = check_mode(mode)
+    if trace is not None:
+        settings.trace = check_flag(trace, "trace")

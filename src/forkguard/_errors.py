@@ -1,0 +1,33 @@
+"""The one exception forkguard raises at users, so they can catch it by name."""
+
+from __future__ import annotations
+
+
+class ForkguardError(Exception):
+    """Base class for forkguard's own errors."""
+
+
+class ConfigurationError(ForkguardError, ValueError):
+    """A forkguard setting (argument or environment variable) has a value it cannot use."""
+
+
+class InheritedConnectionError(ForkguardError):
+    """A process tried to use a database connection that it inherited through ``fork()``.
+
+    The connection's socket belongs to the parent process; forkguard has already made the
+    child's copy of it harmless, so using it here can only fail. The message names the parent
+    pid, the engine URL (password hidden) and the line of code that opened the connection.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parent_pid: int | None = None,
+        url: str | None = None,
+        opened_at: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.parent_pid = parent_pid
+        self.url = url
+        self.opened_at = opened_at

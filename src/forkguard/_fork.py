@@ -1,0 +1,160 @@
+"""Did this process fork? The one place every other module asks.
+
+A fork reaches us in one of three ways, and forkguard listens to all of them:
+
+* ``os.register_at_fork`` runs our hook in the child of ``os.fork()`` (multiprocessing,
+  gunicorn, Celery/billiard) before any user code;
+* uWSGI forks from C and skips those hooks unless told otherwise, so under uWSGI we put a
+  hook at the *front* of ``uwsgidecorators``' post-fork chain (keeping every hook already there);
+* anything else that forks from C (``ctypes`` libc ``fork()``, C extensions) is caught by a pid
+  compare at every pool event and at the start of every garbage collection.
+
+Whichever sees the fork first runs the child handlers exactly once per process.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+from typing import Any, Callable
+
+log = logging.getLogger("forkguard")
+
+ChildHandler = Callable[[int], None]
+
+# The pid whose fork handling is done; a different os.getpid() means we are in a new child.
+_handled_pid = os.getpid()
+_parent_pid = os.getppid()
+_handlers: list[ChildHandler] = []
+_active = False
+_at_fork_registered = False
+_gc_callback_registered = False
+_uwsgi_hook_registered = False
+_lock = threading.RLock()
+
+
+def handled_pid() -> int:
+    return _handled_pid
+
+
+def parent_pid() -> int:
+    """The pid of the process this one was forked from (as of our last fork handling)."""
+    return _parent_pid
+
+
+def add_child_handler(handler: ChildHandler) -> None:
+    """Run ``handler(parent_pid)`` once in every child, before any other forkguard work."""
+    if handler not in _handlers:
+        _handlers.append(handler)
+
+
+def remove_child_handler(handler: ChildHandler) -> None:
+    if handler in _handlers:
+        _handlers.remove(handler)
+
+
+def check() -> bool:
+    """Run the child handlers if this process forked since we last looked; True if it did.
+
+    This is the fallback for forks that ran no hook: one ``getpid()`` and an int compare.
+    """
+    if os.getpid() == _handled_pid:
+        return False
+    after_fork_in_child()
+    return True
+
+
+def after_fork_in_child() -> None:
+    """Run every child handler once for this process, whichever hook got here first."""
+    global _handled_pid, _parent_pid
+    pid = os.getpid()
+    if pid == _handled_pid:
+        return
+    # Set first: a handler that triggers another check must not re-enter.
+    _parent_pid, _handled_pid = _handled_pid, pid
+    if not _active:
+        return
+    for handler in list(_handlers):
+        try:
+            handler(_parent_pid)
+        except Exception:
+            log.exception("forkguard: a post-fork handler failed in pid %d", pid)
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    # A collection in a child can finalize a driver object that talks on close (mysqlclient
+    # sends COM_QUIT in its dealloc); make sure the fork was handled before that happens.
+    if phase == "start" and _active and os.getpid() != _handled_pid:
+        after_fork_in_child()
+
+
+def _run_in_child() -> None:
+    after_fork_in_child()
+
+
+def _install_uwsgi_hook() -> None:
+    """Put our hook first in uWSGI's post-fork chain, keeping whatever hooks were there.
+
+    Importing ``uwsgidecorators`` replaces ``uwsgi.post_fork_hook`` with its own chain runner,
+    so we import it here (once) and re-add any hook it replaced.
+    """
+    global _uwsgi_hook_registered
+    if _uwsgi_hook_registered:
+        return
+    try:
+        import uwsgi
+    except ImportError:
+        return
+    previous = getattr(uwsgi, "post_fork_hook", None)
+    import uwsgidecorators
+
+    chain = uwsgidecorators.postfork_chain
+    if previous is not None and previous is not uwsgidecorators.postfork_chain_hook:
+        if previous not in chain:
+            chain.append(previous)
+    chain.insert(0, _run_in_child)
+    _uwsgi_hook_registered = True
+    log.debug("forkguard: uWSGI post-fork hook registered")
+
+
+def _remove_uwsgi_hook() -> None:
+    global _uwsgi_hook_registered
+    if not _uwsgi_hook_registered:
+        return
+    import uwsgidecorators
+
+    while _run_in_child in uwsgidecorators.postfork_chain:
+        uwsgidecorators.postfork_chain.remove(_run_in_child)
+    _uwsgi_hook_registered = False
+
+
+def activate() -> None:
+    """Start listening for forks (idempotent)."""
+    global _active, _at_fork_registered, _gc_callback_registered
+    with _lock:
+        _active = True
+        if not _at_fork_registered:
+            # at-fork hooks cannot be unregistered; deactivate() makes ours a no-op instead.
+            os.register_at_fork(after_in_child=_run_in_child)
+            _at_fork_registered = True
+        if not _gc_callback_registered:
+            gc.callbacks.append(_gc_callback)
+            _gc_callback_registered = True
+        _install_uwsgi_hook()
+
+
+def deactivate() -> None:
+    global _active, _gc_callback_registered
+    with _lock:
+        _active = False
+        if _gc_callback_registered:
+            while _gc_callback in gc.callbacks:
+                gc.callbacks.remove(_gc_callback)
+            _gc_callback_registered = False
+        _remove_uwsgi_hook()
+
+
+def is_active() -> bool:
+    return _active

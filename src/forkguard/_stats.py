@@ -1,0 +1,27 @@
+"""Per-process counters, so a worker can report what forkguard did for it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class Stats:
+    forks_seen: int = 0
+    connections_opened: int = 0
+    connections_neutralized: int = 0
+    pools_replaced: int = 0
+    sessions_reset: int = 0
+    strict_violations: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+counters = Stats()
+
+
+def reset_for_child() -> None:
+    """A child starts its own count: the parent's numbers describe the parent."""
+    for field in fields(counters):
+        setattr(counters, field.name, 0)
