@@ -24,6 +24,7 @@ import sys
 import weakref
 from typing import Any, Callable
 
+import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
@@ -36,6 +37,7 @@ from ._neutralize import InheritedConnection
 
 log = logging.getLogger("forkguard")
 
+_SA_2 = int(sqlalchemy.__version__.split(".", 1)[0]) >= 2
 _DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
 
 
@@ -109,9 +111,14 @@ def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         _fork.after_fork_in_child()
         dbapi_connection = proxy.dbapi_connection
     if isinstance(dbapi_connection, InheritedConnection):
-        if settings.mode == "strict":
-            _stats.counters.strict_violations += 1
         raise dbapi_connection.make_error()
+
+
+def _on_handle_error(context: Any) -> None:
+    # SQLAlchemy wraps non-DB-API errors raised while it builds a statement (our stand-in's
+    # cursor()) in StatementError; hand the user the named error instead.
+    if isinstance(context.original_exception, InheritedConnectionError):
+        raise context.original_exception
 
 
 def _on_io(dbapi_connection: Any, *args: Any) -> None:
@@ -144,6 +151,13 @@ def _track_session(session: Any, transaction: Any, connection: Any) -> None:
     _sessions.add(session)
 
 
+def _on_orm_execute(orm_execute_state: Any) -> None:
+    # A session can hold a connection across a fork that ran no hook (a fork from C) and use
+    # it without any pool event; this is the one place such a session passes through first.
+    if os.getpid() != _fork._handled_pid:
+        _fork.after_fork_in_child()
+
+
 # ---- the child side ---------------------------------------------------------------------------
 
 
@@ -158,6 +172,8 @@ def _error_for(state: _registry.TrackedConnection) -> Callable[[], Exception]:
         )
         if state.stack:
             message += "\nOpened at:\n" + "".join(state.stack)
+        if strict:
+            _stats.counters.strict_violations += 1
         cls = InheritedConnectionError if strict else InheritedConnectionDisconnect
         return cls(message, parent_pid=state.owner_pid, url=state.url, opened_at=state.opened_at)
 
@@ -283,6 +299,10 @@ def install() -> None:
     for name, fn in _POOL_EVENTS:
         _listen(Pool, name, fn)
     _listen(Session, "after_begin", _track_session)
+    _listen(Session, "do_orm_execute", _on_orm_execute)
+    if _SA_2:
+        # A dialect-level event in 2.x: it leaves execute() on the fast path.
+        _listen(Engine, "handle_error", _on_handle_error)
     _fork.add_child_handler(after_fork_in_child)
     _installed = True
     _adopt([obj for obj in gc.get_objects() if isinstance(obj, Engine)])

@@ -1,0 +1,91 @@
+"""Shared fixtures: the real local MariaDB and PostgreSQL, one engine factory, clean forkguard."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+import sqlalchemy as sa
+
+import forkguard
+from forkguard import _config
+
+MYSQL_HOST = os.environ.get("FG_TEST_MYSQL", "127.0.0.1:3306")
+PG_HOST = os.environ.get("FG_TEST_PG", "127.0.0.1:5432")
+
+URLS = {
+    "pymysql": f"mysql+pymysql://root@{MYSQL_HOST}/test",
+    "mysqlclient": f"mysql+mysqldb://root@{MYSQL_HOST}/test",
+    "psycopg2": f"postgresql+psycopg2://root@{PG_HOST}/test",
+    "psycopg": f"postgresql+psycopg://root@{PG_HOST}/test",
+}
+SOCKET_DRIVERS = tuple(URLS)
+SESSION_ID_SQL = {"mysql": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}
+
+
+def session_id_sql(url: str) -> str:
+    return SESSION_ID_SQL[sa.engine.make_url(url).get_backend_name()]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    for name in ("pymysql", "psycopg2"):
+        engine = sa.create_engine(URLS[name], poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            pytest.exit(
+                f"forkguard tests need the local database servers ({URLS[name]}): {exc}\n"
+                "start them with `make services`",
+                returncode=3,
+            )
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _clean_forkguard() -> Iterator[None]:
+    """Every test starts and ends with forkguard uninstalled and default settings."""
+    forkguard.uninstall()
+    _config.settings.mode, _config.settings.trace = "repair", False
+    for var in ("FORKGUARD_MODE", "FORKGUARD_TRACE"):
+        os.environ.pop(var, None)
+    yield
+    forkguard.uninstall()
+    _config.settings.mode, _config.settings.trace = "repair", False
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., sa.engine.Engine]]:
+    engines: list[sa.engine.Engine] = []
+
+    def make(url: str, **kwargs: Any) -> sa.engine.Engine:
+        engine = sa.create_engine(url, **kwargs)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def table_name() -> str:
+    return f"fg_t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def drop_tables() -> Iterator[list[tuple[str, str]]]:
+    """Tests append (url, table) pairs; each is dropped afterwards on a fresh connection."""
+    created: list[tuple[str, str]] = []
+    yield created
+    for url, table in created:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        finally:
+            engine.dispose()

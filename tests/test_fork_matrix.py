@@ -1,0 +1,97 @@
+"""Driver x fork mechanism: the child gets its own server session, the parent keeps its own.
+
+Each scenario runs twice: with forkguard (the parent's connection must survive everything the
+child does) and without it (the same child actions must break the parent), so the test proves
+it can fail.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import forkguard
+
+from .conftest import SOCKET_DRIVERS, URLS, session_id_sql
+from .forking import MECHANISMS, run_in_child
+
+
+def _child_uses_closes_disposes_collects(engine: sa.engine.Engine, sql: str) -> Any:
+    """Everything a worker does to an inherited engine: query, close, dispose, GC, exit."""
+
+    def child() -> dict[str, Any]:
+        with engine.connect() as conn:
+            own = conn.execute(sa.text(sql)).scalar()
+        engine.dispose()  # the seed's post-fork "fix": closes what the pool holds
+        gc.collect()
+        return {"own": own, "stats": forkguard.stats()}
+
+    return child
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("driver", SOCKET_DRIVERS)
+def test_child_gets_own_session_and_parent_survives(make_engine, driver, mechanism):
+    forkguard.install()
+    url = URLS[driver]
+    sql = session_id_sql(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        parent_session = conn.execute(sa.text(sql)).scalar()
+
+    result = run_in_child(_child_uses_closes_disposes_collects(engine, sql), mechanism)
+
+    assert result["ok"], result
+    assert result["value"]["own"] != parent_session
+    stats = result["value"]["stats"]
+    assert stats["forks_seen"] == 1
+    assert stats["connections_neutralized"] == 1
+    with engine.connect() as conn:  # the very same pooled connection still answers
+        assert conn.execute(sa.text(sql)).scalar() == parent_session
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("driver", SOCKET_DRIVERS)
+def test_without_forkguard_the_child_breaks_the_parent(make_engine, driver, mechanism):
+    url = URLS[driver]
+    sql = session_id_sql(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        parent_session = conn.execute(sa.text(sql)).scalar()
+
+    result = run_in_child(_child_uses_closes_disposes_collects(engine, sql), mechanism)
+
+    assert result["ok"], result
+    # Unprotected, the child's first checkout reuses the parent's very server session ...
+    assert result["value"]["own"] == parent_session
+    # ... and its dispose() closed it for the parent too.
+    with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
+        conn.execute(sa.text(sql)).scalar()
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["forkguard", "unprotected"])
+def test_mysqlclient_gc_of_disposed_pool_in_child(make_engine, guarded):
+    """SQLAlchemy's documented fix, dispose(close=False), is not enough for mysqlclient:
+    freeing the old pool in the child runs mysql_close(), which sends COM_QUIT."""
+    if guarded:
+        forkguard.install()
+    url = URLS["mysqlclient"]
+    sql = session_id_sql(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        parent_session = conn.execute(sa.text(sql)).scalar()
+
+    def child() -> None:
+        engine.dispose(close=False)
+        gc.collect()
+
+    assert run_in_child(child, "os")["ok"]
+    if guarded:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(sql)).scalar() == parent_session
+    else:
+        with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
+            conn.execute(sa.text(sql)).scalar()
