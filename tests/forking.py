@@ -25,9 +25,13 @@ def _child_main(fn: Callable[[], Any], write_fd: int, timeout: float) -> None:
     try:
         result: Any = {"ok": True, "value": fn()}
     except BaseException as exc:  # report everything to the parent; the child then exits
-        result = {"ok": False, "error": type(exc).__name__, "message": str(exc),
-                  "mro": [c.__name__ for c in type(exc).__mro__],
-                  "traceback": traceback.format_exc()}
+        result = {
+            "ok": False,
+            "error": type(exc).__name__,
+            "message": str(exc),
+            "mro": [c.__name__ for c in type(exc).__mro__],
+            "traceback": traceback.format_exc(),
+        }
     with os.fdopen(write_fd, "w") as out:
         json.dump(result, out, default=repr)
 
@@ -41,7 +45,9 @@ def _read(read_fd: int) -> dict[str, Any]:
     return result
 
 
-def start_child(fn: Callable[[], Any], mechanism: str = "os", timeout: float = 30) -> Callable[[], dict[str, Any]]:
+def start_child(
+    fn: Callable[[], Any], mechanism: str = "os", timeout: float = 30
+) -> Callable[[], dict[str, Any]]:
     """Fork now; returns a function that waits for the child and returns its result."""
     read_fd, write_fd = os.pipe()
     if mechanism == "multiprocessing":
@@ -93,5 +99,7 @@ def start_child(fn: Callable[[], Any], mechanism: str = "os", timeout: float = 3
     return wait
 
 
-def run_in_child(fn: Callable[[], Any], mechanism: str = "os", timeout: float = 30) -> dict[str, Any]:
+def run_in_child(
+    fn: Callable[[], Any], mechanism: str = "os", timeout: float = 30
+) -> dict[str, Any]:
     return start_child(fn, mechanism, timeout)()

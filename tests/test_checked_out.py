@@ -83,7 +83,9 @@ def test_unprotected_child_rollback_silently_loses_the_parents_write(
 
 @pytest.mark.parametrize("mechanism", ["os", "ctypes"])
 @pytest.mark.parametrize("driver", SOCKET_DRIVERS)
-def test_scoped_session_in_transaction_at_fork(make_engine, table_name, drop_tables, driver, mechanism):
+def test_scoped_session_in_transaction_at_fork(
+    make_engine, table_name, drop_tables, driver, mechanism
+):
     """Flask-SQLAlchemy 2 style: a scoped session keeps its connection checked out."""
     forkguard.install()
     url = URLS[driver]

@@ -111,9 +111,8 @@ def _install_uwsgi_hook() -> None:
     import uwsgidecorators
 
     chain = uwsgidecorators.postfork_chain
-    if previous is not None and previous is not uwsgidecorators.postfork_chain_hook:
-        if previous not in chain:
-            chain.append(previous)
+    if previous not in (None, uwsgidecorators.postfork_chain_hook) and previous not in chain:
+        chain.append(previous)
     chain.insert(0, _run_in_child)
     _uwsgi_hook_registered = True
     log.debug("forkguard: uWSGI post-fork hook registered")

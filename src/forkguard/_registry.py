@@ -106,15 +106,23 @@ def track(
         opened_at=opened_at,
         stack=stack,
     )
+
+    def on_collected(_ref: weakref.ref[Any]) -> None:
+        _collected(key, state)
+
+    def on_record_gone(_ref: weakref.ref[Any]) -> None:
+        _forget(key, state)
+
     try:
-        state.conn_ref = weakref.ref(conn, lambda _ref, k=key, s=state: _collected(k, s))
+        state.conn_ref = weakref.ref(conn, on_collected)
     except TypeError:
         if record is None:
-            keep_alive_in_owner = conn  # nothing else would tell us when it is gone
-            state.extra["conn"] = keep_alive_in_owner
+            # No weak reference and no record to watch: hold it until forget() (sqlite3 only).
+            state.extra["conn"] = conn
     if record is not None:
-        on_gone = None if state.conn_ref is not None else (lambda _r, k=key, s=state: _forget(k, s))
-        state.record_ref = weakref.ref(record, on_gone)
+        state.record_ref = weakref.ref(
+            record, None if state.conn_ref is not None else on_record_gone
+        )
     if not fds and not state.keep_alive:
         log.debug("forkguard: no socket found for %s", state.describe())
     _tracked[key] = state

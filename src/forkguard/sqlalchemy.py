@@ -285,9 +285,9 @@ def _adopt(engines: list[Engine]) -> None:
         _register_engine(engine)
     for obj in gc.get_objects():
         if isinstance(obj, _ConnectionRecord) and obj.dbapi_connection is not None:
-            engine = by_pool.get(id(getattr(obj, "_ConnectionRecord__pool", None)))
-            if engine is not None:
-                _track_record(obj, engine)
+            owner = by_pool.get(id(getattr(obj, "_ConnectionRecord__pool", None)))
+            if owner is not None:
+                _track_record(obj, owner)
 
 
 def install() -> None:

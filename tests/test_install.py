@@ -1,0 +1,136 @@
+"""install() / protect() / uninstall(): what each covers, and what they refuse."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import sqlalchemy as sa
+
+import forkguard
+
+from .conftest import URLS, session_id_sql
+from .forking import run_in_child
+
+
+def _child_disposes(engine: sa.engine.Engine) -> None:
+    def child() -> None:
+        engine.dispose()
+        gc.collect()
+
+    assert run_in_child(child)["ok"]
+
+
+def _parent_alive(engine: sa.engine.Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError:
+        return False
+    return True
+
+
+def test_install_covers_engines_and_connections_made_before_it(make_engine):
+    engine = make_engine(URLS["pymysql"])
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    forkguard.install()
+    _child_disposes(engine)
+    assert _parent_alive(engine)
+
+
+def test_install_covers_engines_made_after_it(make_engine):
+    forkguard.install()
+    engine = make_engine(URLS["mysqlclient"])
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    _child_disposes(engine)
+    assert _parent_alive(engine)
+
+
+def test_install_twice_is_harmless(make_engine):
+    forkguard.install()
+    forkguard.install()
+    engine = make_engine(URLS["pymysql"])
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+    def child() -> dict[str, int]:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return forkguard.stats()
+
+    stats = run_in_child(child)["value"]
+    assert stats["forks_seen"] == 1
+    assert stats["connections_neutralized"] == 1
+    from forkguard import _fork
+    from forkguard import sqlalchemy as fg_sa
+
+    assert len(fg_sa._listeners) == len(set(fg_sa._listeners))
+    assert len(_fork._handlers) == len(set(_fork._handlers))
+
+
+def test_uninstall_removes_every_hook(make_engine):
+    forkguard.install()
+    forkguard.uninstall()
+    engine = make_engine(URLS["pymysql"])
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    _child_disposes(engine)
+    assert not _parent_alive(engine)
+
+
+def test_protect_guards_only_that_engine(make_engine):
+    guarded = forkguard.protect(make_engine(URLS["pymysql"]))
+    other = make_engine(URLS["pymysql"])
+    for engine in (guarded, other):
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def child() -> None:
+        guarded.dispose()
+        other.dispose()
+
+    assert run_in_child(child)["ok"]
+    assert _parent_alive(guarded)
+    assert not _parent_alive(other)
+
+
+def test_protect_an_engine_that_already_has_connections(make_engine):
+    url = URLS["psycopg2"]
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        before = conn.execute(sa.text(session_id_sql(url))).scalar()
+    forkguard.protect(engine)
+    _child_disposes(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(session_id_sql(url))).scalar() == before
+
+
+def test_protect_survives_the_pool_being_recreated(make_engine):
+    engine = forkguard.protect(make_engine(URLS["pymysql"]))
+    engine.dispose()  # a new pool: the listeners must come along
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    _child_disposes(engine)
+    assert _parent_alive(engine)
+
+
+@pytest.mark.parametrize(
+    "not_an_engine", [None, "mysql://x", object(), sa.pool.NullPool(lambda: None)]
+)
+def test_protect_refuses_what_is_not_an_engine(not_an_engine):
+    with pytest.raises(TypeError, match="takes a SQLAlchemy Engine or AsyncEngine"):
+        forkguard.protect(not_an_engine)
+
+
+def test_stats_in_the_parent_are_unchanged_by_children(make_engine):
+    forkguard.install()
+    engine = make_engine(URLS["pymysql"])
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    before = forkguard.stats()
+    _child_disposes(engine)
+    assert forkguard.stats() == before
+    assert before["forks_seen"] == 0
+    assert before["connections_opened"] >= 1
