@@ -427,6 +427,35 @@ def _hazard_findings(facts: dict[str, Any], preloaded: bool) -> list[Finding]:
     return findings
 
 
+def _hook_findings(facts: dict[str, Any], preloaded: bool) -> list[Finding]:
+    findings = []
+    has_conns = bool(facts.get("connections"))
+    for hook in facts.get("postfork_hooks") or []:
+        if not hook.get("calls_dispose") or hook.get("dispose_close_false"):
+            continue
+        findings.append(
+            Finding(
+                kind="postfork-dispose",
+                severity="warning" if preloaded and has_conns else "info",
+                title=f"post-fork hook {hook['name']} ({hook['source']}) calls engine.dispose()",
+                detail=(
+                    "dispose() in a worker closes the connections it inherited: each close "
+                    "sends COM_QUIT / Terminate over the socket the master and the other workers "
+                    "share, so their next query fails ('MySQL server has gone away'). A session "
+                    "still holding a connection is not reached at all."
+                ),
+                fix=(
+                    "Replace the hook with forkguard.install() in the master; without forkguard "
+                    "use engine.dispose(close=False) in the hook, or dispose() in the master "
+                    "before the fork."
+                ),
+                location=hook.get("defined_at"),
+                data=dict(hook),
+            )
+        )
+    return findings
+
+
 def resolve_workers(
     facts: dict[str, Any], override: int | None
 ) -> tuple[int | None, str | None]:
@@ -468,6 +497,7 @@ def analyze(facts: dict[str, Any], workers: int | None = None) -> Diagnosis:
     for conn in facts.get("connections") or []:
         findings.append(_connection_finding(conn, master, count))
     findings += _pool_findings(facts, count)
+    findings += _hook_findings(facts, preloaded)
     findings += _hazard_findings(facts, preloaded)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings.sort(key=lambda f: order[f.severity])

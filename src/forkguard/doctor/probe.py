@@ -138,6 +138,7 @@ class Recorder:
 
 
 recorder = Recorder()
+_gunicorn_config: dict[str, Any] = {}
 
 _DRIVER_CONNECTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pymysql", ("connect", "Connect")),
@@ -391,6 +392,7 @@ def _gunicorn_master(path: str, target: str | None) -> tuple[Master, str]:
     spec.loader.exec_module(module)  # user code: its exceptions are import errors
     recorder.phase = "startup"
     cfg = module.__dict__
+    _gunicorn_config.update(cfg)
     master = Master(server="gunicorn", config=path)
     master.preload = bool(cfg.get("preload_app", False))
     workers = cfg.get("workers", int(os.environ.get("WEB_CONCURRENCY", "1")))
@@ -779,8 +781,26 @@ def _collect_threads() -> list[dict[str, Any]]:
     return result
 
 
+def _loop_socket_inodes() -> set[int]:
+    """The self-pipe sockets of event loops: reported with the loop, not as sockets."""
+    inodes: set[int] = set()
+    if "asyncio" not in sys.modules:
+        return inodes
+    import asyncio
+
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed():
+            for attr in ("_ssock", "_csock"):
+                sock = getattr(obj, attr, None)
+                inode = _inode(sock.fileno()) if sock is not None else None
+                if inode is not None:
+                    inodes.add(inode)
+    return inodes
+
+
 def _collect_sockets(db_inodes: set[int]) -> list[dict[str, Any]]:
     result = []
+    db_inodes = db_inodes | _loop_socket_inodes()
     for fd, inode in sorted(_drivers._socket_inodes().items()):
         if inode in db_inodes or fd <= 2:
             continue
@@ -805,6 +825,34 @@ def _collect_loops() -> list[dict[str, Any]]:
         if isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed():
             result.append({"class": type(obj).__name__, "running": obj.is_running()})
     return result
+
+
+def _hook_facts(fn: Any, source: str) -> dict[str, Any]:
+    import inspect
+
+    fn = getattr(fn, "f", fn)  # uwsgidecorators.postfork wraps the function in .f
+    fact: dict[str, Any] = {"name": getattr(fn, "__qualname__", repr(fn)), "source": source}
+    try:
+        code = inspect.getsource(fn)
+        fact["defined_at"] = f"{inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]}"
+    except (OSError, TypeError) as exc:
+        log.debug("forkguard doctor: no source for hook %r: %s", fn, exc)
+        code = ""
+    fact["calls_dispose"] = ".dispose(" in code
+    fact["dispose_close_false"] = "close=False" in code
+    fact["closes_sessions"] = any(w in code for w in ("close_all", ".remove(", "close_all_sessions"))
+    return fact
+
+
+def _collect_postfork_hooks(config: dict[str, Any]) -> list[dict[str, Any]]:
+    hooks = []
+    decorators = sys.modules.get("uwsgidecorators")
+    for fn in getattr(decorators, "postfork_chain", []) if decorators is not None else []:
+        hooks.append(_hook_facts(fn, "uwsgidecorators.postfork"))
+    for name in ("post_fork", "post_worker_init"):
+        if callable(config.get(name)):
+            hooks.append(_hook_facts(config[name], f"gunicorn {name}"))
+    return hooks
 
 
 def _django_databases() -> list[dict[str, Any]]:
@@ -926,6 +974,7 @@ def _import_error(exc: BaseException) -> dict[str, Any]:
         "location": location,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         "target_error": isinstance(exc, TargetError),
+        "cwd": os.getcwd(),
     }
 
 
@@ -967,6 +1016,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
     facts["sockets"] = _collect_sockets(db_inodes)
     facts["event_loops"] = _collect_loops()
     facts["django_databases"] = _django_databases()
+    facts["postfork_hooks"] = _collect_postfork_hooks(_gunicorn_config)
     for entry in connections:
         entry["engine"] = str(entry["engine"]) if entry["engine"] is not None else None
     facts["servers"] = _collect_servers(engines, connections, raw_by_entry)

@@ -94,6 +94,11 @@ def format_import_error(error: dict[str, Any], verbose: bool) -> str:
         source = _source(error.get("location"))
         if source:
             text += f"\n    {source}"
+    if error["type"] == "ModuleNotFoundError" and not where:
+        text += (
+            f"\n  (imported from {error.get('cwd') or os.getcwd()}; run the doctor from your project's directory or "
+            "pass --chdir DIR / --pythonpath DIR)"
+        )
     if verbose and error.get("traceback"):
         text += "\n\n" + str(error["traceback"]).rstrip()
     return text
@@ -165,7 +170,7 @@ def render_text(diagnosis: Diagnosis, target: str, *, colour: bool, verbose: boo
         f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} note(s)"
     )
     verdicts = {
-        "unsafe": style("error", "UNSAFE to fork: the workers would share what is listed above"),
+        "unsafe": style("error", "UNSAFE: the errors above break the workers of a pre-fork server"),
         "warnings": style("warning", "RISKY: fix the warnings above"),
         "clean": style("ok", "CLEAN: nothing a worker would inherit"),
     }
