@@ -1,0 +1,237 @@
+"""The seed's app, rebuilt: Flask + Flask-SQLAlchemy written the way the user wrote it.
+
+This module is what uWSGI (``--module forkguard.lab.app:app``) and gunicorn
+(``forkguard.lab.app:app``) load. Everything is decided by environment variables so the very
+same file runs every cell of the lab:
+
+``FORKGUARD_LAB_DB_URL``    the SQLAlchemy URL (required; the lab makes one database per cell)
+``FORKGUARD_LAB_STRATEGY``  one of :data:`STRATEGIES` (default ``none``)
+``FORKGUARD_LAB_STYLE``     ``fsa2`` (default) or ``fsa3``, how the import-time setup runs:
+
+* ``fsa2`` - the seed was written for Flask-SQLAlchemy 2, where ``db.create_all()`` and queries
+  work at import with no app context. Ported to today's API that means pushing an app context
+  at import and never popping it, so the scoped session keeps its connection checked out in a
+  transaction - in the master, and in every worker forked from it. That is the seed.
+* ``fsa3`` - the modern idiom, ``with app.app_context(): configure_db()``: the connection goes
+  back to the pool, and the master holds a pooled (checked-in) connection.
+
+Why the app logs its own one-line error marker: the lab counts DB error kinds from the server
+logs, and one marker per failed request is exact where counting traceback lines is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable, Optional
+
+from forkguard.lab import ERROR_MARKER, STRATEGIES
+
+STRATEGY = os.environ.get("FORKGUARD_LAB_STRATEGY", "none")
+STYLE = os.environ.get("FORKGUARD_LAB_STYLE", "fsa2")
+DB_URL = os.environ.get("FORKGUARD_LAB_DB_URL", "")
+
+if STRATEGY not in STRATEGIES:
+    raise RuntimeError(f"FORKGUARD_LAB_STRATEGY={STRATEGY!r}: expected one of {STRATEGIES}")
+if not DB_URL:
+    raise RuntimeError("FORKGUARD_LAB_DB_URL is not set (the lab sets it for every cell)")
+
+if STRATEGY == "forkguard":
+    # The fix under test, used the way a user would: before any engine exists.
+    import forkguard
+
+    forkguard.install()
+
+from flask import Flask, jsonify, request  # noqa: E402 - forkguard.install() must come first
+from flask.logging import default_handler  # noqa: E402
+from flask_sqlalchemy import SQLAlchemy  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.orm import close_all_sessions  # noqa: E402
+
+app = Flask(__name__)
+app.config["SQLALCHEMY_DATABASE_URI"] = DB_URL
+app.logger.setLevel(logging.INFO)
+# Straight to stderr (the server's log file), not to wsgi.errors: errors outside a request
+# (post-fork hooks) must land in the same log, and uWSGI's wsgi.errors may be buffered.
+_handler = logging.StreamHandler(sys.stderr)
+_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+app.logger.removeHandler(default_handler)
+app.logger.addHandler(_handler)
+app.logger.propagate = False
+db = SQLAlchemy(app, session_options={"expire_on_commit": False})
+
+
+class User(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "fg_lab_users"
+    id = db.Column(db.Integer, primary_key=True)
+    email = db.Column(db.String(190), unique=True, nullable=False)
+    name = db.Column(db.String(100), nullable=False, default="")
+
+    def save(self) -> bool:
+        """The seed's save(): commit, or log and roll back. True when the commit returned."""
+        try:
+            db.session.add(self)
+            db.session.commit()
+        except Exception as ex:
+            _log_error("save", ex)
+            db.session.rollback()
+            return False
+        return True
+
+
+class Campaign(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "fg_lab_campaigns"
+    id = db.Column(db.Integer, primary_key=True)
+    name = db.Column(db.String(100), nullable=False)
+    owner_id = db.Column(db.Integer, db.ForeignKey("fg_lab_users.id"), nullable=True)
+
+
+def configure_db() -> None:
+    """The seed's configure_db(): create the tables and run one query, at import."""
+    db.create_all()
+    User.query.filter(User.email == "nobody@fg-lab.invalid").scalar()
+
+
+if STYLE == "fsa2":
+    app.app_context().push()
+    configure_db()
+elif STYLE == "fsa3":
+    with app.app_context():
+        configure_db()
+else:
+    raise RuntimeError(f"FORKGUARD_LAB_STYLE={STYLE!r}: expected fsa2 or fsa3")
+
+
+def _log_error(where: str, exc: BaseException) -> None:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    app.logger.error(
+        "%s where=%s pid=%d exc=%s: %s",
+        ERROR_MARKER,
+        where,
+        os.getpid(),
+        type(exc).__name__,
+        first[:300],
+    )
+
+
+@app.errorhandler(Exception)
+def _on_error(exc: Exception) -> Any:
+    """Log one marker line (the seed had no handler; Flask would log a traceback instead)."""
+    _log_error(request.path, exc)
+    return jsonify(error=type(exc).__name__, pid=os.getpid()), 500
+
+
+@app.get("/health")
+def health() -> Any:
+    """Readiness probe: answers without touching the database."""
+    return jsonify(pid=os.getpid(), strategy=STRATEGY)
+
+
+@app.get("/echo")
+def echo() -> Any:
+    """Send the client's token through the database and back.
+
+    Any other token in the reply means this process read a result meant for another one.
+    """
+    token = request.args.get("token", "")
+    got = db.session.execute(text("SELECT :token"), {"token": token}).scalar()
+    hold = float(request.args.get("hold", "0") or 0)
+    if hold > 0:
+        time.sleep(min(hold, 1.0))
+    return jsonify(token=got, pid=os.getpid())
+
+
+@app.get("/user")
+def read_user() -> Any:
+    """The seed's two read flavours, alternating."""
+    email = request.args.get("email", "")
+    if request.args.get("flavor") == "session":
+        user = db.session.query(User).filter(User.email == email).scalar()
+    else:
+        user = User.query.filter(User.email == email).scalar()
+    if user is None:
+        return jsonify(id=None, email=None, pid=os.getpid())
+    return jsonify(id=user.id, email=user.email, pid=os.getpid())
+
+
+@app.post("/user")
+def write_user() -> Any:
+    """Save a new user the seed's way; 200 with the new id only when the commit returned."""
+    email = request.form.get("email", "")
+    user = User(email=email, name=email.split("@")[0][:100])
+    if not user.save():
+        return jsonify(error="save failed", pid=os.getpid()), 500
+    return jsonify(id=user.id, email=user.email, pid=os.getpid())
+
+
+@app.get("/stats")
+def fg_stats() -> Any:
+    """forkguard's counters in this worker (empty for the other strategies)."""
+    if STRATEGY != "forkguard":
+        return jsonify(pid=os.getpid())
+    import forkguard
+
+    return jsonify(pid=os.getpid(), **forkguard.stats())
+
+
+# --- the seed's post-fork workarounds -------------------------------------------------------
+
+
+def _dispose() -> None:
+    """The seed's first attempt: ``@postfork def reset(): db.engine.dispose()``."""
+    with app.app_context():
+        db.engine.dispose()
+
+
+def _seed_update() -> None:
+    """The seed's update, in today's API.
+
+    ``db.session.close_all()`` is ``sqlalchemy.orm.close_all_sessions()`` and
+    ``db.create_scoped_session()`` became ``db._make_scoped_session(options)`` in
+    Flask-SQLAlchemy 3.
+    """
+    with app.app_context():
+        close_all_sessions()
+        db.engine.dispose()
+        db.session = db._make_scoped_session({"expire_on_commit": False})
+
+
+def _dispose_noclose() -> None:
+    """SQLAlchemy's documented recipe: ``engine.dispose(close=False)`` in the child."""
+    with app.app_context():
+        db.engine.dispose(close=False)
+
+
+POSTFORK_HOOKS: dict[str, Callable[[], None]] = {
+    "dispose": _dispose,
+    "seed-update": _seed_update,
+    "dispose-noclose": _dispose_noclose,
+}
+
+
+def run_postfork_hook() -> None:
+    """Run this strategy's post-fork hook (gunicorn's ``post_fork`` calls this)."""
+    hook: Optional[Callable[[], None]] = POSTFORK_HOOKS.get(STRATEGY)
+    if hook is None:
+        return
+    try:
+        hook()
+    except Exception as exc:
+        _log_error("postfork", exc)
+        raise
+
+
+def _register_uwsgi_postfork() -> None:
+    try:
+        import uwsgi  # noqa: F401 - only present inside uWSGI
+    except ImportError:
+        return
+    if STRATEGY in POSTFORK_HOOKS:
+        from uwsgidecorators import postfork
+
+        postfork(run_postfork_hook)
+
+
+_register_uwsgi_postfork()

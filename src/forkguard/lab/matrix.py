@@ -1,0 +1,220 @@
+"""One cell of the lab, end to end: database, server, load, memory, respawn, logs, table check.
+
+A cell is (server, driver, strategy). It gets its own database (``fg_lab_<pid>_<n>``), so
+cells never see each other's rows, and everything it starts is stopped in ``finally``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+from . import DRIVERS
+from .load import run_load
+from .logscan import scan
+from .runners import build_server, pss_kb
+from .servers import admin_execute
+
+log = logging.getLogger("forkguard.lab")
+
+
+@dataclass
+class Target:
+    """Where one backend's databases are made: a private server, or one named by ``--db``."""
+
+    kind: str  # "mysql" or "postgresql"
+    host: str
+    port: int
+    user: str
+    password: Optional[str] = None
+    private: bool = True
+
+    def url(self, dialect_driver: str, database: str) -> str:
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            f"{self.kind}+{dialect_driver}",
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=database,
+        ).render_as_string(hide_password=False)
+
+    def execute(self, sql: str, database: Optional[str] = None) -> list[tuple[Any, ...]]:
+        return admin_execute(
+            self.kind,
+            self.host,
+            self.port,
+            self.user,
+            sql,
+            password=self.password,
+            database=database,
+        )
+
+
+@dataclass
+class CellResult:
+    """Everything the table, the JSON and the test look at for one cell."""
+
+    server: str
+    driver: str
+    strategy: str
+    requests: int = 0
+    ok: int = 0
+    http_errors: int = 0
+    status_counts: dict[str, int] = field(default_factory=dict)
+    db_errors: int = 0
+    db_error_kinds: dict[str, int] = field(default_factory=dict)
+    echo_mismatches: int = 0
+    read_mismatches: int = 0
+    acknowledged_writes: int = 0
+    lost_writes: int = 0
+    failed_but_committed: int = 0
+    throughput_rps: float = 0.0
+    workers_pss_kb: int = 0
+    master_pss_kb: int = 0
+    respawn_s: Optional[float] = None
+    worker_pids_seen: int = 0
+    load_seconds: float = 0.0
+    cell_seconds: float = 0.0
+    timed_out: bool = False
+    error: Optional[str] = None
+
+    @property
+    def leaks(self) -> int:
+        return self.echo_mismatches + self.read_mismatches
+
+    @property
+    def clean(self) -> bool:
+        """No symptom at all (what every forkguard cell must be)."""
+        return (
+            self.error is None
+            and self.requests > 0
+            and self.http_errors == 0
+            and self.db_errors == 0
+            and self.leaks == 0
+            and self.lost_writes == 0
+            and self.failed_but_committed == 0
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["leaks"] = self.leaks
+        d["clean"] = self.clean
+        return d
+
+
+def run_cell(
+    server: str,
+    driver: str,
+    strategy: str,
+    target: Target,
+    *,
+    index: int,
+    workdir: str,
+    requests: int,
+    max_requests: int,
+    concurrency: int = 16,
+    time_cap: float = 30.0,
+    style: str = "fsa2",
+    progress: Optional[Callable[[int], None]] = None,
+) -> CellResult:
+    """Run one cell; never raises for a failure of the system under test (it is recorded)."""
+    t0 = time.monotonic()
+    res = CellResult(server=server, driver=driver, strategy=strategy)
+    dbname = f"fg_lab_{os.getpid()}_{index}"
+    url = target.url(DRIVERS[driver][1], dbname)
+    celldir = os.path.join(workdir, f"{index:02d}-{server}-{driver}-{strategy}")
+    os.makedirs(celldir, exist_ok=True)
+    target.execute(f"CREATE DATABASE {dbname}")
+    app_server = None
+    try:
+        _create_tables(url, style, celldir)
+        app_server = build_server(
+            server, strategy, url, celldir, max_requests=max_requests, style=style
+        )
+        app_server.start()
+        load = run_load(
+            app_server.port,
+            total=requests,
+            concurrency=concurrency,
+            time_cap=time_cap,
+            seed=index,
+            progress=progress,
+        )
+        res.requests, res.ok, res.http_errors = load.requests, load.ok, load.http_errors
+        res.status_counts = dict(load.status_counts)
+        res.echo_mismatches, res.read_mismatches = load.echo_mismatches, load.read_mismatches
+        res.acknowledged_writes = len(load.acknowledged)
+        res.throughput_rps = round(load.throughput, 1)
+        res.worker_pids_seen = len(load.pids_seen)
+        res.load_seconds = round(load.elapsed, 2)
+        res.timed_out = load.timed_out
+        # Memory once the load is over: the workers have served requests, as in production.
+        workers = app_server.worker_pids()
+        res.workers_pss_kb = sum(pss_kb(pid) for pid in workers)
+        res.master_pss_kb = pss_kb(app_server.master_pid)
+        respawn = app_server.measure_recovery()
+        res.respawn_s = None if respawn is None else round(respawn, 3)
+        kinds = scan(app_server.read_log())
+        res.db_error_kinds = dict(kinds.most_common())
+        res.db_errors = sum(kinds.values())
+        app_server.stop()
+        app_server = None
+        rows = target.execute("SELECT id, email FROM fg_lab_users", database=dbname)
+        stored = {(int(r[0]), str(r[1])) for r in rows}
+        stored_emails = {email for _, email in stored}
+        res.lost_writes = sum(1 for pair in load.acknowledged if pair not in stored)
+        res.failed_but_committed = sum(1 for e in load.failed_writes if e in stored_emails)
+    except Exception as exc:
+        log.exception("cell %s/%s/%s failed in the harness", server, driver, strategy)
+        res.error = f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        if app_server is not None:
+            app_server.stop()
+        _drop(target, dbname)
+        res.cell_seconds = round(time.monotonic() - t0, 2)
+    return res
+
+
+def _create_tables(url: str, style: str, celldir: str) -> None:
+    """Import the app once, outside any server, so workers never race to CREATE TABLE."""
+    env = dict(os.environ)
+    env.update(FORKGUARD_LAB_STRATEGY="none", FORKGUARD_LAB_DB_URL=url, FORKGUARD_LAB_STYLE=style)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import forkguard.lab.app"],
+        env=env,
+        cwd=celldir,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError("creating the lab tables failed:\n" + proc.stderr.decode()[-2000:])
+
+
+def _drop(target: Target, dbname: str) -> None:
+    """Drop the cell's database (on a private server it goes with the server anyway)."""
+    if target.private:
+        return
+    force = " WITH (FORCE)" if target.kind == "postgresql" else ""
+    try:
+        target.execute(f"DROP DATABASE IF EXISTS {dbname}{force}")
+    except Exception:
+        log.exception(
+            "could not drop %s on %s:%d; drop it by hand", dbname, target.host, target.port
+        )
+
+
+def summarize_kinds(cells: list[CellResult]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for c in cells:
+        total.update(c.db_error_kinds)
+    return total
