@@ -71,9 +71,7 @@ def _fail_on(config: pytest.Config) -> str:
     value = config.getoption("--forkguard-fail-on") or config.getini("forkguard_fail_on")
     value = str(value).strip() or "connections"
     if value not in _FAIL_ON:
-        raise pytest.UsageError(
-            f"forkguard_fail_on = {value!r}: use one of {', '.join(_FAIL_ON)}"
-        )
+        raise pytest.UsageError(f"forkguard_fail_on = {value!r}: use one of {', '.join(_FAIL_ON)}")
     return value
 
 
@@ -127,7 +125,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     _fail_on(config)
     config.stash[_KEY] = _run(config, target)
-
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -133,22 +133,35 @@ def build_spec(args: argparse.Namespace) -> Spec:
             raise UsageError(
                 f"with --uwsgi the app comes from the ini's `module`/`wsgi-file`; drop {target!r}"
             )
-        return Spec("uwsgi", config=existing(args.uwsgi, "uWSGI ini"), chdir=args.chdir,
-                    pythonpath=args.pythonpath)
+        return Spec(
+            "uwsgi",
+            config=existing(args.uwsgi, "uWSGI ini"),
+            chdir=args.chdir,
+            pythonpath=args.pythonpath,
+        )
     if args.config:
         config = existing(args.config, "gunicorn config")
         if target is not None:
             _check_target(target, base)
-        return Spec("gunicorn", target=target, config=config, chdir=args.chdir,
-                    pythonpath=args.pythonpath)
+        return Spec(
+            "gunicorn", target=target, config=config, chdir=args.chdir, pythonpath=args.pythonpath
+        )
     if not target:
         raise UsageError("no target: give module:app, a .py file, -c gunicorn.conf.py or --uwsgi")
     if target.endswith(".ini"):
-        return Spec("uwsgi", config=existing(target, "uWSGI ini"), chdir=args.chdir,
-                    pythonpath=args.pythonpath)
+        return Spec(
+            "uwsgi",
+            config=existing(target, "uWSGI ini"),
+            chdir=args.chdir,
+            pythonpath=args.pythonpath,
+        )
     if target.endswith(".py") and _is_gunicorn_config(target):
-        return Spec("gunicorn", config=existing(target, "gunicorn config"), chdir=args.chdir,
-                    pythonpath=args.pythonpath)
+        return Spec(
+            "gunicorn",
+            config=existing(target, "gunicorn config"),
+            chdir=args.chdir,
+            pythonpath=args.pythonpath,
+        )
     kind = _check_target(target, base)
     if kind == "path":
         target = os.path.join(base, target)
@@ -164,9 +177,7 @@ def _check_target(target: str, base: str) -> str:
             raise UsageError(f"{target!r}: give a file or module:app, not file.py:app")
         return "path"
     if not _MODULE_RE.match(module):
-        raise UsageError(
-            f"{target!r} is not a module name, module:app or a path to a .py file"
-        )
+        raise UsageError(f"{target!r} is not a module name, module:app or a path to a .py file")
     if ":" in target and not attr:
         raise UsageError(f"{target!r}: nothing after ':' (expected module:app)")
     return "module"
@@ -207,8 +218,10 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(render_json(diagnosis, label, verbose=args.verbose))
         if error:
-            print(f"forkguard doctor: could not import {label}: {error['type']}: "
-                  f"{error['message']}", file=sys.stderr)
+            print(
+                f"forkguard doctor: could not import {label}: {error['type']}: {error['message']}",
+                file=sys.stderr,
+            )
         return diagnosis.exit_code
     if error:
         print(f"forkguard doctor: could not import {label}", file=sys.stderr)

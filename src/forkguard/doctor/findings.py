@@ -112,11 +112,20 @@ def _connection_finding(
     lines = [f"Opened at {where}."]
     if conn.get("url"):
         lines.append(f"Engine {conn['url']}, connection {conn['state']}.")
+    postgres = driver.startswith("psycopg") or str(conn.get("server_key") or "").startswith(
+        "postgresql"
+    )
+    errors = (
+        "'server closed the connection unexpectedly' / 'SSL error: decryption failed or bad "
+        "record mac'"
+        if postgres
+        else "'MySQL server has gone away' (2006) / 'Lost connection' (2013) / 'Commands out "
+        "of sync' (2014)"
+    )
     lines.append(
         "After the fork every worker holds the same socket: their queries interleave on one "
         "stream, so a worker can read another's rows (another user's data), get "
-        "'MySQL server has gone away' / 'Lost connection' / 'SSL error: decryption failed', "
-        "and one worker's close or garbage collection ends the session for all."
+        f"{errors}, and one worker's close or garbage collection ends the session for all."
     )
     install = (
         f"Add `import forkguard; forkguard.install()` {_where_to_install(master)}: every "
@@ -297,8 +306,7 @@ def _pool_findings(facts: dict[str, Any], workers: int | None) -> list[Finding]:
                 kind="pool-recycle",
                 severity="warning",
                 title=(
-                    f"{engine['url']}: pooled connections outlive the server's "
-                    f"{setting}={wait}s"
+                    f"{engine['url']}: pooled connections outlive the server's {setting}={wait}s"
                 ),
                 detail=(
                     f"pool_recycle={recycle if recycle >= 0 else 'unset'}, pool_pre_ping=False: "
@@ -456,9 +464,7 @@ def _hook_findings(facts: dict[str, Any], preloaded: bool) -> list[Finding]:
     return findings
 
 
-def resolve_workers(
-    facts: dict[str, Any], override: int | None
-) -> tuple[int | None, str | None]:
+def resolve_workers(facts: dict[str, Any], override: int | None) -> tuple[int | None, str | None]:
     if override is not None:
         return override, "--workers"
     master = facts.get("master") or {}
@@ -482,9 +488,7 @@ def analyze(facts: dict[str, Any], workers: int | None = None) -> Diagnosis:
                 severity="info",
                 title=note,
                 detail=(
-                    "Nothing the import opens is inherited by the workers."
-                    if not preloaded
-                    else ""
+                    "Nothing the import opens is inherited by the workers." if not preloaded else ""
                 ),
                 fix=(
                     "Safe as it is. To preload (shared memory, fast worker starts) safely, "

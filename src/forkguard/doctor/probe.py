@@ -351,7 +351,9 @@ def _uwsgi_master(path: str) -> tuple[Master, str, str | None]:
     master.threads = int(threads) if threads else None
     lazy_apps = last("lazy-apps")
     lazy = last("lazy")
-    master.preload = not ((lazy_apps is not None and _truthy(lazy_apps)) or (lazy and _truthy(lazy)))
+    master.preload = not (
+        (lazy_apps is not None and _truthy(lazy_apps)) or (lazy and _truthy(lazy))
+    )
     is_master = last("master", "M")
     master.forks = workers > 1 or (is_master is not None and _truthy(is_master))
     if not master.preload:
@@ -479,9 +481,7 @@ def _load(spec: dict[str, Any]) -> Master:
     elif kind == "uwsgi":
         master, name, callable_ = _uwsgi_master(spec["config"])
         recorder.phase = "app"
-        module = (
-            _import_path(name) if name.endswith(".py") else importlib.import_module(name)
-        )
+        module = _import_path(name) if name.endswith(".py") else importlib.import_module(name)
         if callable_ and not hasattr(module, callable_):
             raise TargetError(
                 f"uWSGI would find no callable {callable_!r} in {module.__name__!r} "
@@ -719,7 +719,9 @@ def _collect_connections(db_inodes: set[int]) -> list[tuple[dict[str, Any], Conn
         engine = pool_entry[0] if pool_entry else None
         state = "raw DB-API connection"
         if pool_entry is not None:
-            state = "checked out (held by a Session or Connection)" if pool_entry[2] else "idle in pool"
+            state = (
+                "checked out (held by a Session or Connection)" if pool_entry[2] else "idle in pool"
+            )
         entry: dict[str, Any] = {
             "driver": rec.driver,
             "server": peer,
@@ -741,6 +743,8 @@ def _collect_connections(db_inodes: set[int]) -> list[tuple[dict[str, Any], Conn
             "protected_by_forkguard": _forkguard_guards(conn),
             "django_alias": _django_alias(conn),
         }
+        if entry["django_alias"]:
+            entry["state"] = f"held by Django (connections[{entry['django_alias']!r}])"
         if rec.driver == "sqlite3":
             entry["server"] = "(a database file)"
         result.append((entry, rec))
@@ -840,7 +844,9 @@ def _hook_facts(fn: Any, source: str) -> dict[str, Any]:
         code = ""
     fact["calls_dispose"] = ".dispose(" in code
     fact["dispose_close_false"] = "close=False" in code
-    fact["closes_sessions"] = any(w in code for w in ("close_all", ".remove(", "close_all_sessions"))
+    fact["closes_sessions"] = any(
+        w in code for w in ("close_all", ".remove(", "close_all_sessions")
+    )
     return fact
 
 
