@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ import pytest
 from .conftest import APPS, Run, doctor, mark, mysql_limits, pg_max_connections
 
 
-@lru_cache(maxsize=None)
+@cache
 def json_run(*args: str) -> Run:
     """One doctor run per distinct command line (several tests read the same report)."""
     return doctor(*args, "--json")
@@ -125,7 +125,7 @@ def test_pool_bigger_than_max_connections_and_no_recycle() -> None:
     capacity = only(doc, "pool-capacity")
     assert capacity["data"]["per_worker"] == 50
     assert capacity["data"]["total"] == 200
-    assert capacity["severity"] == ("error" if 200 > max_connections else "warning")
+    assert capacity["severity"] == ("error" if max_connections < 200 else "warning")
     assert capacity["location"] == mark("big_pool.py", "engine")
     recycle = only(doc, "pool-recycle")
     assert recycle["severity"] == "warning"

@@ -9,7 +9,9 @@ from pathlib import Path
 from .conftest import APPS, mark
 
 
-def pytest_session(tmp_path: Path, *options: str, ini: str = "") -> subprocess.CompletedProcess[str]:
+def pytest_session(
+    tmp_path: Path, *options: str, ini: str = ""
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_something.py").write_text("def test_ok():\n    assert True\n")
     (tmp_path / "pytest.ini").write_text("[pytest]\n" + ini)
     return subprocess.run(

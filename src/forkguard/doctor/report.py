@@ -96,8 +96,8 @@ def format_import_error(error: dict[str, Any], verbose: bool) -> str:
             text += f"\n    {source}"
     if error["type"] == "ModuleNotFoundError" and not where:
         text += (
-            f"\n  (imported from {error.get('cwd') or os.getcwd()}; run the doctor from your project's directory or "
-            "pass --chdir DIR / --pythonpath DIR)"
+            f"\n  (imported from {error.get('cwd') or os.getcwd()}; run the doctor from your "
+            "project's directory or pass --chdir DIR / --pythonpath DIR)"
         )
     if verbose and error.get("traceback"):
         text += "\n\n" + str(error["traceback"]).rstrip()

@@ -1,4 +1,4 @@
-"""Run the probe in a fresh interpreter, the way a pre-fork master would start, and read its facts."""
+"""Run the probe in a fresh interpreter, as a pre-fork master would start, and read its facts."""
 
 from __future__ import annotations
 
