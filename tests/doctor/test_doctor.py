@@ -348,3 +348,15 @@ def test_help_exits_0() -> None:
     assert run.returncode == 0
     assert "--uwsgi INI" in run.stdout
     assert "exit codes: 0 clean, 1 findings, 2" in run.stdout
+
+
+def test_app_that_installs_forkguard_is_clean() -> None:
+    run = json_run("fsa_guarded:app", "--workers", "4")
+    assert run.returncode == 0, run.stdout
+    doc = run.doc
+    assert doc["verdict"] == "clean"
+    [conn] = doc["connections"]
+    assert conn["protected_by_forkguard"] is True
+    assert only(doc, "guarded-connection")["location"] == mark("fsa_guarded.py", "create_all")
+    human = doctor("fsa_guarded:app")
+    assert "CLEAN: forkguard guards what the workers inherit" in human.stdout

@@ -175,7 +175,11 @@ def render_text(diagnosis: Diagnosis, target: str, *, colour: bool, verbose: boo
         "clean": style("ok", "CLEAN: nothing a worker would inherit"),
     }
     master = diagnosis.facts.get("master") or {}
-    if diagnosis.verdict == "clean" and not master.get("preload", True):
+    if diagnosis.verdict == "clean" and any(
+        f.kind == "guarded-connection" for f in diagnosis.findings
+    ):
+        verdicts["clean"] = style("ok", "CLEAN: forkguard guards what the workers inherit")
+    elif diagnosis.verdict == "clean" and not master.get("preload", True):
         verdicts["clean"] = style("ok", "SAFE, but not preloaded: each worker imports the app")
     out.append(f"verdict: {verdicts[diagnosis.verdict]}")
     out.append(f"  {summary}")
