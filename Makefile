@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The core is also tested against SQLAlchemy 1.4, in a venv of its own.
+SA14   ?= .venv-sa14
+SA14_STAMP := $(SA14)/.installed
+CORE_TESTS := tests -m "not slow" --ignore=tests/lab --ignore=tests/doctor
 
-.PHONY: venv demo test lint typecheck check bench services clean
+.PHONY: venv demo test test-sa14 lint typecheck check bench services clean
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
@@ -15,13 +19,25 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(SA14_STAMP): pyproject.toml $(STAMP)
+	test -x $(SA14)/bin/python || $(PYTHON) -m venv $(SA14)
+	$(SA14)/bin/python -m pip install -q --upgrade pip
+	$(SA14)/bin/python -m pip install -q 'SQLAlchemy[asyncio]>=1.4.33,<2' PyMySQL mysqlclient \
+		psycopg2-binary mysql-connector-python pytest
+	$(SA14)/bin/python -m pip install -q --no-deps -e .
+	touch $(SA14_STAMP)
+
+venv: $(STAMP) $(SA14_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/forkguard lab --quick
 
-test: $(STAMP)
+test: $(STAMP) $(SA14_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(SA14)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+
+test-sa14: $(SA14_STAMP)
+	$(SA14)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
@@ -39,4 +55,4 @@ services:
 	./scripts/start-services.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SA14) .pytest_cache .mypy_cache .ruff_cache

@@ -21,8 +21,11 @@ URLS = {
     "mysqlclient": f"mysql+mysqldb://root@{MYSQL_HOST}/test",
     "psycopg2": f"postgresql+psycopg2://root@{PG_HOST}/test",
     "psycopg": f"postgresql+psycopg://root@{PG_HOST}/test",
+    "mysql-connector": f"mysql+mysqlconnector://root@{MYSQL_HOST}/test",
 }
-SOCKET_DRIVERS = tuple(URLS)
+SA_2 = int(sa.__version__.split(".")[0]) >= 2
+# SQLAlchemy 1.4 has no psycopg 3 dialect.
+SOCKET_DRIVERS = tuple(name for name in URLS if SA_2 or name != "psycopg")
 SESSION_ID_SQL = {"mysql": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}
 
 
@@ -89,3 +92,11 @@ def drop_tables() -> Iterator[list[tuple[str, str]]]:
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         finally:
             engine.dispose()
+
+
+def inherited_error(exc: BaseException) -> BaseException | None:
+    """The InheritedConnectionError behind ``exc`` (SQLAlchemy 1.4 wraps it in StatementError)."""
+    if isinstance(exc, forkguard.InheritedConnectionError):
+        return exc
+    orig = getattr(exc, "orig", None)
+    return orig if isinstance(orig, forkguard.InheritedConnectionError) else None

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 import forkguard
 
-from .conftest import URLS
+from .conftest import SOCKET_DRIVERS, URLS
 from .forking import start_child
 
 CHILDREN = 32
@@ -42,7 +42,7 @@ def _run(engine: sa.engine.Engine, children: int, queries: int) -> list[dict[str
     return [wait() for wait in waits]
 
 
-@pytest.mark.parametrize("driver", ["pymysql", "mysqlclient", "psycopg2", "psycopg"])
+@pytest.mark.parametrize("driver", SOCKET_DRIVERS)
 def test_32_children_200_echoes_each_no_mismatch_no_error(make_engine, driver):
     forkguard.install()
     engine = make_engine(URLS[driver])

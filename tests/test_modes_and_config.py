@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 import forkguard
 
-from .conftest import MYSQL_HOST, URLS
+from .conftest import MYSQL_HOST, SA_2, URLS, inherited_error
 from .forking import run_in_child
 
 
@@ -48,7 +48,9 @@ def test_strict_mode_names_parent_url_and_line(make_engine, mysql_user_with_pass
     def child() -> dict[str, object]:
         try:
             held.execute(sa.text("SELECT 1"))
-        except forkguard.InheritedConnectionError as exc:
+        except Exception as raised:
+            exc = inherited_error(raised)
+            assert isinstance(exc, forkguard.InheritedConnectionError), raised
             return {
                 "message": str(exc),
                 "parent_pid": exc.parent_pid,
@@ -90,7 +92,7 @@ def test_strict_mode_refuses_an_idle_inherited_connection_on_checkout(make_engin
 
 def test_repair_mode_checkout_is_silent_and_fresh(make_engine):
     forkguard.install(mode="repair")
-    engine = make_engine(URLS["psycopg"], pool_pre_ping=True)
+    engine = make_engine(URLS["psycopg" if SA_2 else "psycopg2"], pool_pre_ping=True)
     with engine.connect() as conn:
         parent_session = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
 
@@ -133,8 +135,8 @@ def test_trace_captures_the_full_stack(make_engine):
     def child() -> str:
         try:
             held.execute(sa.text("SELECT 1"))
-        except forkguard.InheritedConnectionError as exc:
-            return str(exc)
+        except Exception as exc:
+            return str(inherited_error(exc))
         return ""
 
     message = run_in_child(child)["value"]

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import forkguard
 from forkguard import _neutralize
 
-from .conftest import URLS, session_id_sql
+from .conftest import SA_2, URLS, session_id_sql
 from .forking import run_in_child
 
 
@@ -69,6 +69,7 @@ def test_nullpool_connection_checked_out_at_fork(make_engine):
     held.close()
 
 
+@pytest.mark.skipif(not SA_2, reason="psycopg 3's asyncio dialect needs SQLAlchemy 2")
 def test_async_adapted_queue_pool(make_engine):
     from sqlalchemy.ext.asyncio import create_async_engine
 

@@ -181,11 +181,13 @@ def _established_tcp_inodes_to_port(port: int) -> set[int]:
     return inodes
 
 
-def fds_by_peer_port(port: int, exclude_inodes: set[int]) -> list[int]:
-    """Sockets of this process with an established TCP connection to ``port``.
+def newest_fd_to_port(port: int, exclude_inodes: set[int]) -> int | None:
+    """The newest socket of this process with an established TCP connection to ``port``.
 
-    Used for drivers we have no accessor for: at connect time, the socket to the server's port
-    that no other tracked connection owns is the new connection's.
+    Used for drivers we have no accessor for, right after they connect: among the sockets to
+    the server's port that no tracked connection owns, the one with the highest inode number
+    (the kernel hands socket inodes out in increasing order) is the one just opened.
     """
     wanted = _established_tcp_inodes_to_port(port) - exclude_inodes
-    return sorted(fd for fd, inode in _socket_inodes().items() if inode in wanted)
+    candidates = [(inode, fd) for fd, inode in _socket_inodes().items() if inode in wanted]
+    return max(candidates)[1] if candidates else None

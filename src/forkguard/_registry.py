@@ -92,10 +92,10 @@ def track(
             fds.append(identity)
     elif driver is None and port is not None:
         claimed = {i.inode for s in _tracked.values() for i in s.fds}
-        for found in _drivers.fds_by_peer_port(port, claimed):
-            identity = FdIdentity.of(found)
-            if identity is not None:
-                fds.append(identity)
+        found = _drivers.newest_fd_to_port(port, claimed)
+        identity = FdIdentity.of(found) if found is not None else None
+        if identity is not None:
+            fds.append(identity)
     state = TrackedConnection(
         key=key,
         owner_pid=os.getpid(),
