@@ -81,6 +81,7 @@ class CellResult:
     workers_pss_kb: int = 0
     master_pss_kb: int = 0
     respawn_s: Optional[float] = None
+    respawn_db_errors: int = 0
     worker_pids_seen: int = 0
     load_seconds: float = 0.0
     cell_seconds: float = 0.0
@@ -102,6 +103,7 @@ class CellResult:
             and self.leaks == 0
             and self.lost_writes == 0
             and self.failed_but_committed == 0
+            and self.respawn_db_errors == 0
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,6 +126,7 @@ def run_cell(
     concurrency: int = 16,
     time_cap: float = 30.0,
     style: str = "fsa2",
+    respawn_timeout: float = 5.0,
     progress: Optional[Callable[[int], None]] = None,
 ) -> CellResult:
     """Run one cell; never raises for a failure of the system under test (it is recorded)."""
@@ -136,7 +139,9 @@ def run_cell(
     target.execute(f"CREATE DATABASE {dbname}")
     app_server = None
     try:
-        _create_tables(url, style, celldir)
+        if strategy == "lazy":
+            # Every worker imports the app: create the tables first so they never race.
+            _create_tables(url, style, celldir)
         app_server = build_server(
             server, strategy, url, celldir, max_requests=max_requests, style=style
         )
@@ -158,14 +163,16 @@ def run_cell(
         res.load_seconds = round(load.elapsed, 2)
         res.timed_out = load.timed_out
         # Memory once the load is over: the workers have served requests, as in production.
-        workers = app_server.worker_pids()
+        workers = app_server.wait_workers()
         res.workers_pss_kb = sum(pss_kb(pid) for pid in workers)
         res.master_pss_kb = pss_kb(app_server.master_pid)
-        respawn = app_server.measure_recovery()
-        res.respawn_s = None if respawn is None else round(respawn, 3)
-        kinds = scan(app_server.read_log())
+        load_log = app_server.read_log()
+        kinds = scan(load_log)
         res.db_error_kinds = dict(kinds.most_common())
         res.db_errors = sum(kinds.values())
+        respawn = app_server.measure_recovery(timeout=respawn_timeout)
+        res.respawn_s = None if respawn is None else round(respawn, 3)
+        res.respawn_db_errors = sum(scan(app_server.read_log()[len(load_log) :]).values())
         app_server.stop()
         app_server = None
         rows = target.execute("SELECT id, email FROM fg_lab_users", database=dbname)

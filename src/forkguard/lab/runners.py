@@ -16,6 +16,7 @@ Why these flags:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -107,13 +108,22 @@ class AppServer:
         status, _ = http_get(self.port, "/health", timeout=2.0)
         return status == 200
 
+    def wait_workers(self, timeout: float = 5.0) -> list[int]:
+        """The worker pids once all of them are up (a recycle wave may be in progress)."""
+        deadline = time.monotonic() + timeout
+        pids = self.worker_pids()
+        while len(pids) < WORKERS and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pids = self.worker_pids()
+        return pids
+
     def worker_pids(self) -> list[int]:
         """The master's live children (its workers), from /proc."""
         if self.proc is None:
             return []
         return children_of(self.proc.pid)
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 6.0) -> None:
         """Graceful stop, then SIGKILL for whatever of *our* process group is left."""
         proc, self.proc = self.proc, None
         if proc is not None:
@@ -124,10 +134,8 @@ class AppServer:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     log.warning("%s master %d did not stop; killing its group", self.kind, proc.pid)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             if proc.poll() is None:
                 proc.wait(10)
         if self._log_file is not None:
@@ -230,6 +238,17 @@ def http_request(
         return 0, None
     finally:
         conn.close()
+
+
+def _gunicorn_has_control_socket() -> bool:
+    try:
+        from importlib.metadata import version
+
+        major = int(version("gunicorn").split(".")[0])
+    except Exception as exc:  # PackageNotFoundError (gunicorn from PATH) or an odd version
+        log.debug("gunicorn version unknown: %s", exc)
+        return False
+    return major >= 24
 
 
 def build_server(

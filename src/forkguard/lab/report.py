@@ -1,0 +1,253 @@
+"""Show the lab's results: a progress bar while it runs, then a table, a JSON file and a PNG.
+
+The table is the artefact people read (and paste into the README), so it fits in 120 columns
+and puts the four symptoms first: HTTP errors, DB errors, wrong answers (another process's
+data) and lost writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Optional, TextIO
+
+from . import STRATEGIES, STRATEGY_LABELS
+from .matrix import CellResult
+
+log = logging.getLogger("forkguard.lab")
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.label = ""
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def cell(self, label: str) -> None:
+        self.label = label
+        if not self.tty:
+            print(f"[{time.monotonic() - self.t0:5.0f}s] {label}", file=self.stream, flush=True)
+        self._draw(force=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done = min(self.total, self.done + n)
+        self._draw()
+
+    def set_done(self, done: int) -> None:
+        self.done = min(self.total, max(self.done, done))
+        self._draw(force=True)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        frac = self.done / self.total
+        filled = int(frac * self.width)
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"\r[{bar}] {frac:4.0%} {now - self.t0:5.0f}s  {self.label}"
+        self.stream.write(line[:119].ljust(119))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + " " * 119 + "\r")
+            self.stream.flush()
+
+
+def _mb(kb: int) -> str:
+    return f"{kb / 1024:.0f}" if kb else "-"
+
+
+def _kinds(cell: CellResult, limit: int = 3) -> str:
+    if cell.error:
+        return f"HARNESS ERROR: {cell.error}"[:60]
+    items = sorted(cell.db_error_kinds.items(), key=lambda kv: -kv[1])[:limit]
+    return ", ".join(f"{k} x{n}" for k, n in items)
+
+
+def format_table(cells: list[CellResult]) -> str:
+    """The results as a fixed-width text table (also valid inside a Markdown code block)."""
+    head = (
+        "server",
+        "driver",
+        "strategy",
+        "reqs",
+        "HTTP err",
+        "DB err",
+        "wrong ans",
+        "lost wr",
+        "req/s",
+        "PSS MB",
+        "respawn",
+        "DB error kinds (top 3)",
+    )
+    rows: list[tuple[str, ...]] = []
+    for c in cells:
+        rows.append(
+            (
+                c.server,
+                c.driver,
+                c.strategy,
+                str(c.requests),
+                str(c.http_errors),
+                str(c.db_errors),
+                str(c.leaks),
+                str(c.lost_writes)
+                + (f"+{c.failed_but_committed}" if c.failed_but_committed else ""),
+                f"{c.throughput_rps:.0f}",
+                _mb(c.workers_pss_kb),
+                "never" if c.respawn_s is None else f"{c.respawn_s:.2f}s",
+                _kinds(c) or ("clean" if c.clean else ""),
+            )
+        )
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)
+    ]
+    numeric = {3, 4, 5, 6, 7, 8, 9, 10}
+
+    def fmt(r: tuple[str, ...]) -> str:
+        return "  ".join(
+            v.rjust(widths[i]) if i in numeric else v.ljust(widths[i]) for i, v in enumerate(r)
+        ).rstrip()
+
+    out = [fmt(head), "  ".join("-" * w for w in widths)]
+    prev: Optional[tuple[str, str]] = None
+    for c, r in zip(cells, rows):
+        if prev is not None and prev != (c.server, c.driver):
+            out.append("")
+        prev = (c.server, c.driver)
+        out.append(fmt(r))
+    return "\n".join(out)
+
+
+def legend() -> str:
+    return "\n".join(
+        [
+            "HTTP err: non-200 answers (or none). DB err: DB errors in the server log during",
+            "the load (requests, post-fork hooks, worker exit). wrong ans: an echo or lookup",
+            "answered with another request's data. lost wr: acknowledged writes missing",
+            "afterwards (+N: answered 500 but committed). PSS MB: total PSS of the 4 workers.",
+            "respawn: SIGKILL a worker, time until its replacement answers a DB request",
+            "('never' = not within the cap).",
+            "strategies: " + "; ".join(f"{k} = {STRATEGY_LABELS[k]}" for k in STRATEGIES),
+        ]
+    )
+
+
+def pss_ratios(cells: list[CellResult]) -> list[tuple[str, str, float]]:
+    """(server, driver, forkguard PSS / lazy PSS) wherever both cells ran."""
+    by_key = {(c.server, c.driver, c.strategy): c for c in cells}
+    out = []
+    for (server, driver, strategy), cell in by_key.items():
+        if strategy != "forkguard":
+            continue
+        lazy = by_key.get((server, driver, "lazy"))
+        if lazy and lazy.workers_pss_kb and cell.workers_pss_kb:
+            out.append((server, driver, cell.workers_pss_kb / lazy.workers_pss_kb))
+    return out
+
+
+def summary(cells: list[CellResult]) -> str:
+    """The verdict lines under the table: what the issue's "must show" bullets say."""
+    lines = []
+    fg = [c for c in cells if c.strategy == "forkguard"]
+    if fg:
+        clean = sum(c.clean for c in fg)
+        lines.append(
+            f"forkguard: {clean}/{len(fg)} cells clean (0 HTTP/DB errors, 0 wrong "
+            "answers, 0 lost writes)"
+        )
+    for strategy in ("none", "dispose"):
+        group = [c for c in cells if c.strategy == strategy]
+        if group:
+            broken = sum(not c.clean for c in group)
+            lines.append(f"{strategy}: {broken}/{len(group)} cells show errors (the seed's bug)")
+    for server, driver, ratio in pss_ratios(cells):
+        lines.append(
+            f"memory {server}/{driver}: forkguard workers use {ratio:.2f}x the PSS of "
+            f"{'lazy-apps' if server == 'uwsgi' else 'no --preload'}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(path: str, meta: dict[str, Any], cells: list[CellResult]) -> None:
+    doc = {
+        "meta": meta,
+        "cells": [c.as_dict() for c in cells],
+        "pss_ratio_forkguard_vs_lazy": [
+            {"server": s, "driver": d, "ratio": round(r, 3)} for s, d, r in pss_ratios(cells)
+        ],
+    }
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+
+
+def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[str]:
+    """Errors and worker memory per cell, grouped by strategy; None if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        log.warning("no chart: matplotlib is not installed (%s)", exc)
+        return None
+    ordered = sorted(
+        cells,
+        key=lambda c: (
+            STRATEGIES.index(c.strategy) if c.strategy in STRATEGIES else 99,
+            c.server,
+            c.driver,
+        ),
+    )
+    labels = [f"{c.strategy}\n{c.server}/{c.driver}" for c in ordered]
+    xs = list(range(len(ordered)))
+    series = (
+        ("HTTP errors", [c.http_errors for c in ordered], "#d62728"),
+        ("DB errors", [c.db_errors for c in ordered], "#ff7f0e"),
+        ("wrong answers", [c.leaks for c in ordered], "#9467bd"),
+        ("lost writes", [c.lost_writes + c.failed_but_committed for c in ordered], "#8c564b"),
+    )
+    palette = {s: plt.get_cmap("tab10")(i) for i, s in enumerate(STRATEGIES)}
+    fig, (ax1, ax2) = plt.subplots(
+        2, 1, figsize=(max(8.0, 0.55 * len(ordered) + 2), 8), sharex=True
+    )
+    width = 0.2
+    for k, (name, values, color) in enumerate(series):
+        ax1.bar([x + (k - 1.5) * width for x in xs], values, width, label=name, color=color)
+    ax1.set_yscale("symlog", linthresh=1)
+    ax1.set_ylabel("count (symlog)")
+    ax1.legend(loc="upper right", fontsize=8)
+    ax1.set_title(title or "forkguard lab: errors by strategy (0 is the only good answer)")
+    ax2.bar(
+        xs,
+        [c.workers_pss_kb / 1024 for c in ordered],
+        color=[palette.get(c.strategy, "grey") for c in ordered],
+    )
+    ax2.set_ylabel("total worker PSS (MB)")
+    ax2.set_title("memory of the 4 workers (lower is better)")
+    ax2.set_xticks(xs)
+    ax2.set_xticklabels(labels, rotation=90, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def ensure_dir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
