@@ -1,0 +1,53 @@
+"""Fixtures for the lab's tests: the slow integration run is shared by every assertion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forkguard.lab.cli import main as lab_main
+from forkguard.lab.servers import missing_binaries_message
+
+# The cells the issue's "must show" bullets need, as three small lab runs (each is a cross
+# product, so they are grouped to avoid running cells nobody asserts on).
+RUNS = {
+    "forkguard": [
+        "--servers", "uwsgi,gunicorn",
+        "--drivers", "pymysql,mysqlclient,psycopg2,psycopg",
+        "--strategies", "forkguard",
+        "--requests", "200",
+        "--budget", "100",
+    ],
+    "seed": [
+        "--servers", "uwsgi",
+        "--drivers", "pymysql,mysqlclient",
+        "--strategies", "none,dispose",
+        "--requests", "200",
+        "--budget", "50",
+    ],
+    "memory": [
+        "--servers", "uwsgi,gunicorn",
+        "--drivers", "pymysql",
+        "--strategies", "lazy",
+        "--requests", "150",
+        "--budget", "30",
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def lab_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Run the three lab invocations once; {name: {"rc": exit status, "doc": lab.json}}."""
+    missing = missing_binaries_message(["mysql", "postgresql"])
+    if missing:
+        pytest.skip(missing)
+    out: dict[str, dict[str, Any]] = {}
+    for name, argv in RUNS.items():
+        outdir = tmp_path_factory.mktemp(f"lab-{name}")
+        rc = lab_main([*argv, "--out", str(outdir)])
+        doc = json.loads((Path(outdir) / "lab.json").read_text())
+        out[name] = {"rc": rc, "doc": doc, "dir": Path(outdir)}
+    return out

@@ -1,0 +1,82 @@
+"""The issue's "must show" bullets, against real uWSGI/gunicorn and private DB servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _cells(lab_runs: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = lab_runs[name]["doc"]["cells"]
+    assert cells, f"the {name} run produced no cells"
+    for cell in cells:
+        assert cell["error"] is None, f"harness error in {cell}"
+    return cells
+
+
+def _where(cell: dict[str, Any]) -> str:
+    return f"{cell['server']}/{cell['driver']}/{cell['strategy']}"
+
+
+def test_forkguard_cells_are_clean_on_every_server_and_driver(
+    lab_runs: dict[str, dict[str, Any]],
+) -> None:
+    cells = _cells(lab_runs, "forkguard")
+    seen = {(c["server"], c["driver"]) for c in cells}
+    assert seen == {
+        (s, d)
+        for s in ("uwsgi", "gunicorn")
+        for d in ("pymysql", "mysqlclient", "psycopg2", "psycopg")
+    }
+    for cell in cells:
+        where = _where(cell)
+        assert cell["requests"] >= 50, f"{where}: too few requests to prove anything"
+        assert cell["worker_pids_seen"] > 4, f"{where}: workers were never recycled"
+        assert cell["http_errors"] == 0, f"{where}: {cell['status_counts']}"
+        assert cell["db_errors"] == 0, f"{where}: {cell['db_error_kinds']}"
+        assert cell["respawn_db_errors"] == 0, where
+        assert cell["echo_mismatches"] == 0, where
+        assert cell["read_mismatches"] == 0, where
+        assert cell["lost_writes"] == 0, where
+        assert cell["failed_but_committed"] == 0, where
+        assert cell["acknowledged_writes"] > 0, f"{where}: no write was acknowledged"
+    assert lab_runs["forkguard"]["rc"] == 0
+
+
+def test_none_and_seed_dispose_reproduce_the_seed_under_uwsgi(
+    lab_runs: dict[str, dict[str, Any]],
+) -> None:
+    cells = _cells(lab_runs, "seed")
+    assert {(c["driver"], c["strategy"]) for c in cells} == {
+        (d, s) for d in ("pymysql", "mysqlclient") for s in ("none", "dispose")
+    }
+    for cell in cells:
+        symptoms = cell["http_errors"] + cell["db_errors"] + cell["leaks"] + cell["lost_writes"]
+        assert symptoms > 0, f"{_where(cell)} showed no error: the lab did not reproduce the seed"
+        assert cell["db_errors"] > 0, f"{_where(cell)}: no DB error in the server log"
+
+
+def test_forkguard_workers_use_less_memory_than_lazy_loading(
+    lab_runs: dict[str, dict[str, Any]],
+) -> None:
+    fg = {(c["server"], c["driver"]): c for c in _cells(lab_runs, "forkguard")}
+    for lazy in _cells(lab_runs, "memory"):
+        key = (lazy["server"], lazy["driver"])
+        ours = fg[key]["workers_pss_kb"]
+        theirs = lazy["workers_pss_kb"]
+        assert ours > 0 and theirs > 0
+        ratio = ours / theirs
+        print(f"{key}: forkguard PSS / lazy PSS = {ratio:.2f}")
+        assert ratio < 1.0, f"{key}: forkguard {ours} kB >= lazy {theirs} kB"
+        assert lazy["http_errors"] == 0 and lazy["db_errors"] == 0
+
+
+def test_outputs_are_written(lab_runs: dict[str, dict[str, Any]]) -> None:
+    out = lab_runs["forkguard"]["dir"]
+    assert (out / "lab.json").stat().st_size > 0
+    assert (out / "lab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "lab.txt").read_text()
+    assert "forkguard" in text and "HTTP err" in text
