@@ -18,11 +18,13 @@ from typing import Any
 from . import _fork, _registry, _stats
 from ._config import MODES, configure, load_environment, settings
 from ._errors import ConfigurationError, ForkguardError, InheritedConnectionError
+from ._guarded import Guarded
 
 __all__ = [
     "MODES",
     "ConfigurationError",
     "ForkguardError",
+    "Guarded",
     "InheritedConnectionError",
     "configure",
     "install",
@@ -41,18 +43,6 @@ log.addHandler(logging.NullHandler())
 _installed = False
 
 
-def _neutralize_in_child(parent_pid: int) -> None:
-    _stats.reset_for_child()
-    _stats.counters.forks_seen += 1
-    _registry.neutralize_inherited()
-
-
-def _activate() -> None:
-    # The socket-level work must run before any integration looks at a connection.
-    _fork.add_child_handler(_neutralize_in_child)
-    _fork.activate()
-
-
 def install(*, mode: str | None = None, trace: bool | None = None) -> None:
     """Make every SQLAlchemy engine in this process fork-safe (idempotent).
 
@@ -61,7 +51,7 @@ def install(*, mode: str | None = None, trace: bool | None = None) -> None:
     global _installed
     load_environment()
     configure(mode=mode, trace=trace)
-    _activate()
+    _registry.activate()
     if _sqlalchemy_available():
         from . import sqlalchemy as _sa
 
@@ -74,7 +64,7 @@ def install(*, mode: str | None = None, trace: bool | None = None) -> None:
 def protect(engine: Any) -> Any:
     """Make one engine fork-safe without touching any other; returns it for chaining."""
     load_environment()
-    _activate()
+    _registry.activate()
     from . import sqlalchemy as _sa
 
     _sa.protect(engine)
@@ -88,9 +78,7 @@ def uninstall() -> None:
         from . import sqlalchemy as _sa
 
         _sa.uninstall()
-    _fork.remove_child_handler(_neutralize_in_child)
-    _fork.deactivate()
-    _registry.clear()
+    _registry.deactivate()
     _installed = False
 
 
@@ -102,11 +90,15 @@ def track(conn: Any, *, port: int | None = None) -> Any:
     """Guard a DB-API connection made without SQLAlchemy; returns it for chaining.
 
     In a child, the connection's socket is pointed at /dev/null before the driver can close or
-    free it, so the parent's session survives whatever the child does with the object.
+    free it, so the parent's session survives whatever the child does with the object (its own
+    use of it fails, as on a closed connection). ``port`` helps find the socket of a driver
+    forkguard has no adapter for. For a connection each process can use, see :class:`Guarded`.
     """
     from ._origin import opening_site
 
-    _activate()
+    if conn is None or not hasattr(conn, "close"):
+        raise TypeError(f"forkguard.track() takes a DB-API connection, not {conn!r}")
+    _registry.activate()
     _registry.track(conn, port=port, opened_at=opening_site(2))
     return conn
 

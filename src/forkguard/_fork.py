@@ -44,10 +44,10 @@ def parent_pid() -> int:
     return _parent_pid
 
 
-def add_child_handler(handler: ChildHandler) -> None:
-    """Run ``handler(parent_pid)`` once in every child, before any other forkguard work."""
+def add_child_handler(handler: ChildHandler, *, first: bool = False) -> None:
+    """Run ``handler(parent_pid)`` once in every child (``first``: before the others)."""
     if handler not in _handlers:
-        _handlers.append(handler)
+        _handlers.insert(0 if first else len(_handlers), handler)
 
 
 def remove_child_handler(handler: ChildHandler) -> None:

@@ -17,7 +17,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _drivers, _stats
+from . import _drivers, _fork, _stats
 from ._neutralize import FdIdentity, keep_alive, neutralize_fd
 
 log = logging.getLogger("forkguard")
@@ -191,3 +191,21 @@ def clear() -> None:
 def all_tracked() -> list[TrackedConnection]:
     """Every connection currently tracked, in this process or inherited (for reports)."""
     return list(_tracked.values())
+
+
+def _after_fork(parent_pid: int) -> None:
+    _stats.reset_for_child()
+    _stats.counters.forks_seen += 1
+    neutralize_inherited()
+
+
+def activate() -> None:
+    """Watch for forks; in every child, silence inherited sockets before anything else runs."""
+    _fork.add_child_handler(_after_fork, first=True)
+    _fork.activate()
+
+
+def deactivate() -> None:
+    _fork.remove_child_handler(_after_fork)
+    _fork.deactivate()
+    clear()
