@@ -53,12 +53,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _clean_forkguard() -> Iterator[None]:
     """Every test starts and ends with forkguard uninstalled and default settings."""
     forkguard.uninstall()
-    _config.settings.mode, _config.settings.trace = "repair", False
-    for var in ("FORKGUARD_MODE", "FORKGUARD_TRACE"):
+    _config.reset()
+    for var in ("FORKGUARD_MODE", "FORKGUARD_TRACE", "FORKGUARD_FREEZE_GC"):
         os.environ.pop(var, None)
     yield
     forkguard.uninstall()
-    _config.settings.mode, _config.settings.trace = "repair", False
+    _config.reset()
 
 
 @pytest.fixture

@@ -65,12 +65,13 @@ def _server_command(server: str, port: int) -> list[str]:
 def serve(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(server: str, guarded: bool) -> tuple[int, Path]:
+    def start(server: str, guarded: bool, freeze: bool = False) -> tuple[int, Path]:
         port = _free_port()
         hook_log = tmp_path / f"hooks-{server}.log"
         env = {
             **os.environ,
             "FG_GUARD": "1" if guarded else "0",
+            "FG_FREEZE": "1" if freeze else "0",
             "FG_DB_URL": URLS["pymysql"],
             "FG_HOOK_LOG": str(hook_log),
             "PYTHONPATH": str(ROOT),
@@ -140,3 +141,23 @@ def test_without_forkguard_workers_share_the_masters_session(serve, server):
     workers = _answers_from_every_worker(port)
     master_session = next(iter(workers.values()))["master_session"]
     assert any(reply["session"] == master_session for reply in workers.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+@pytest.mark.parametrize("freeze", [True, False], ids=["freeze_gc", "default"])
+def test_freeze_gc_happens_once_in_the_right_process(serve, server, freeze):
+    port, _ = serve(server, guarded=True, freeze=freeze)
+    workers = _answers_from_every_worker(port)
+    assert len(workers) == WORKERS
+    for reply in workers.values():
+        if not freeze:
+            assert reply["gc_freeze_count"] == 0
+            assert reply["stats"]["gc_freezes"] == 0
+        elif server == "gunicorn":  # the master froze right before forking this worker
+            assert reply["gc_freeze_count"] > 1000
+            assert reply["stats"]["gc_freezes"] == 0
+        else:  # uWSGI runs no Python hook in its master: each worker froze once, itself
+            assert reply["gc_freeze_count"] > 1000
+            assert reply["stats"]["gc_freezes"] == 1
+        assert reply["stats"]["connections_neutralized"] == 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import _fork, _registry, _stats
+from . import _fork, _freeze, _registry, _stats
 from ._config import MODES, configure, load_environment, settings
 from ._errors import ConfigurationError, ForkguardError, InheritedConnectionError
 from ._guarded import Guarded
@@ -43,15 +43,23 @@ log.addHandler(logging.NullHandler())
 _installed = False
 
 
-def install(*, mode: str | None = None, trace: bool | None = None) -> None:
+def install(
+    *, mode: str | None = None, trace: bool | None = None, freeze_gc: bool | None = None
+) -> None:
     """Make every SQLAlchemy engine in this process fork-safe (idempotent).
 
-    Reads ``FORKGUARD_MODE`` / ``FORKGUARD_TRACE`` first; arguments win over the environment.
+    ``freeze_gc=True`` also freezes the heap before each fork, so workers keep sharing the
+    master's memory (see ``docs/memory.md``). Reads ``FORKGUARD_MODE``, ``FORKGUARD_TRACE`` and
+    ``FORKGUARD_FREEZE_GC`` first; arguments win over the environment.
     """
     global _installed
     load_environment()
-    configure(mode=mode, trace=trace)
+    configure(mode=mode, trace=trace, freeze_gc=freeze_gc)
     _registry.activate()
+    if settings.freeze_gc:
+        _freeze.enable()
+    else:
+        _freeze.disable()
     if _sqlalchemy_available():
         from . import sqlalchemy as _sa
 
@@ -78,6 +86,7 @@ def uninstall() -> None:
         from . import sqlalchemy as _sa
 
         _sa.uninstall()
+    _freeze.disable()
     _registry.deactivate()
     _installed = False
 
@@ -106,7 +115,7 @@ def track(conn: Any, *, port: int | None = None) -> Any:
 def stats() -> dict[str, int]:
     """This process's counters: forks seen, connections neutralized, pools replaced, ..."""
     _fork.check()
-    return _stats.counters.as_dict()
+    return {**_stats.counters.as_dict(), "gc_freezes": _freeze.freezes}
 
 
 def _sqlalchemy_available() -> bool:

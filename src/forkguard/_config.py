@@ -23,9 +23,20 @@ class Settings:
 
     mode: str = "repair"
     trace: bool = False
+    freeze_gc: bool = False
 
 
 settings = Settings()
+
+
+def reset() -> None:
+    """Back to the defaults (what a process that never configured forkguard has)."""
+    defaults = Settings()
+    settings.mode, settings.trace, settings.freeze_gc = (
+        defaults.mode,
+        defaults.trace,
+        defaults.freeze_gc,
+    )
 
 
 def check_mode(value: object, source: str = "mode") -> str:
@@ -54,11 +65,18 @@ def load_environment() -> None:
     trace = os.environ.get("FORKGUARD_TRACE")
     if trace is not None:
         settings.trace = check_flag(trace, "FORKGUARD_TRACE")
+    freeze = os.environ.get("FORKGUARD_FREEZE_GC")
+    if freeze is not None:
+        settings.freeze_gc = check_flag(freeze, "FORKGUARD_FREEZE_GC")
 
 
-def configure(*, mode: str | None = None, trace: bool | None = None) -> None:
+def configure(
+    *, mode: str | None = None, trace: bool | None = None, freeze_gc: bool | None = None
+) -> None:
     """Change forkguard's behaviour at run time; arguments left out keep their value."""
     if mode is not None:
         settings.mode = check_mode(mode)
     if trace is not None:
         settings.trace = check_flag(trace, "trace")
+    if freeze_gc is not None:
+        settings.freeze_gc = check_flag(freeze_gc, "freeze_gc")

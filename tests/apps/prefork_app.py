@@ -6,6 +6,7 @@ forkguard; under uWSGI a user post-fork hook records that it still runs (chained
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 import forkguard
 
 if os.environ.get("FG_GUARD") == "1":
-    forkguard.install()
+    forkguard.install(freeze_gc=os.environ.get("FG_FREEZE") == "1")
 
 try:
     from uwsgidecorators import postfork
@@ -44,6 +45,7 @@ def application(environ, start_response):  # type: ignore[no-untyped-def]
             "session": session,
             "master_session": MASTER_SESSION,
             "stats": forkguard.stats(),
+            "gc_freeze_count": gc.get_freeze_count(),
         }
     ).encode()
     start_response("200 OK", [("Content-Type", "application/json")])

@@ -1,0 +1,79 @@
+"""freeze_gc: collect + freeze exactly once per fork, in the forking process only."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+
+import pytest
+
+import forkguard
+from forkguard import _freeze
+
+from .forking import run_in_child
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze():
+    yield
+    gc.unfreeze()
+
+
+def test_off_by_default():
+    forkguard.install()
+    before = gc.get_freeze_count()
+    result = run_in_child(lambda: forkguard.stats()["gc_freezes"])
+    assert result["value"] == 0
+    assert gc.get_freeze_count() == before
+    assert _freeze.freezes == 0
+
+
+def test_master_freezes_once_per_fork_and_children_do_not_refreeze():
+    forkguard.install(freeze_gc=True)
+    garbage = []
+    garbage.append(garbage)  # a cycle: collected, not frozen
+    del garbage
+    seen = []
+    for _ in range(3):
+        result = run_in_child(lambda: (gc.get_freeze_count(), forkguard.stats()["gc_freezes"]))
+        assert result["ok"], result
+        seen.append(result["value"])
+    assert _freeze.freezes == 3  # one per fork, in the parent
+    assert all(count > 1000 and child_freezes == 0 for count, child_freezes in seen)
+
+
+def test_ctypes_fork_does_not_freeze():
+    """A fork from C runs no pre-fork hook: nothing is frozen behind the user's back."""
+    forkguard.install(freeze_gc=True)
+    before = _freeze.freezes
+    result = run_in_child(lambda: forkguard.stats()["gc_freezes"], "ctypes")
+    assert result["value"] == 0
+    assert _freeze.freezes == before
+
+
+def test_environment_switch_and_bad_value():
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import forkguard, os, gc; forkguard.install(); pid = os.fork()\n"
+            "if pid == 0: os._exit(0)\n"
+            "os.waitpid(pid, 0); print(gc.get_freeze_count() > 0)",
+        ],
+        env={**os.environ, "FORKGUARD_FREEZE_GC": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.stdout.strip() == "True", ok.stderr
+    bad = subprocess.run(
+        [sys.executable, "-c", "import forkguard; forkguard.install()"],
+        env={**os.environ, "FORKGUARD_FREEZE_GC": "sometimes"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0
+    assert "FORKGUARD_FREEZE_GC='sometimes' is not a valid flag" in bad.stderr
