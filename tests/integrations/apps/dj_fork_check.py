@@ -1,0 +1,125 @@
+"""Django connections across a real fork, one scenario per process (Django's setup is global).
+
+    python -m tests.integrations.apps.dj_fork_check SCENARIO mysql|postgresql
+
+Prints one JSON object: what the parent and the child saw. Scenarios:
+
+* ``persistent``: ``CONN_MAX_AGE=None`` + health checks, forkguard.django in INSTALLED_APPS; the
+  child queries, then closes its connection as Django would; the parent keeps its session.
+* ``adopted``: the connection is opened *before* forkguard is installed (an app earlier in
+  INSTALLED_APPS); forkguard finds it anyway.
+* ``ctypes``: libc ``fork()`` (no Python hook, like a C extension): the pid check on
+  ``request_started`` runs before Django's own ``close_old_connections``.
+* ``atomic``: fork inside ``transaction.atomic()``: the child cannot use the block, and its
+  exit sends no ROLLBACK; the parent's write commits.
+* ``unprotected``: no forkguard: the child's ``connection.close()`` ends the parent's session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from typing import Any
+
+import django
+from django.conf import settings
+
+from tests.forking import run_in_child
+
+SESSION_SQL = {"mysql": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}
+
+
+def configure(vendor: str, guarded: bool) -> None:
+    settings.configure(
+        DEBUG=False,
+        USE_TZ=True,
+        INSTALLED_APPS=["forkguard.django"] if guarded else [],
+        DATABASES={
+            "default": {
+                "ENGINE": f"django.db.backends.{vendor}",
+                "NAME": "test",
+                "USER": "root",
+                "HOST": "127.0.0.1",
+                "PORT": "3306" if vendor == "mysql" else "5432",
+                "CONN_MAX_AGE": None,
+                "CONN_HEALTH_CHECKS": True,
+            }
+        },
+    )
+    django.setup()
+
+
+def session(vendor: str) -> Any:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(SESSION_SQL[vendor])
+        return cursor.fetchone()[0]
+
+
+def main(scenario: str, vendor: str) -> dict[str, Any]:
+    from django.core.signals import request_started
+
+    guarded = scenario != "unprotected"
+    configure(vendor, guarded and scenario != "adopted")
+    from django.db import connection, transaction
+
+    import forkguard.django
+
+    out: dict[str, Any] = {"scenario": scenario}
+    out["master_session"] = session(vendor)
+    if scenario == "adopted":
+        forkguard.install()
+        forkguard.django.install()
+
+    def child() -> dict[str, Any]:
+        request_started.send(sender=None)  # what the server's handler does first
+        seen: dict[str, Any] = {"had_connection": connection.connection is not None}
+        seen["session"] = session(vendor)
+        connection.close()  # what CONN_MAX_AGE expiry, or a worker's exit, does
+        seen["stats"] = forkguard.stats()
+        return seen
+
+    if scenario == "atomic":
+        table = f"fg_i5_{uuid.uuid4().hex[:8]}"
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE {table} (v INT)")
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute(f"INSERT INTO {table} VALUES (1)")
+
+                def child_in_atomic() -> dict[str, Any]:
+                    try:
+                        session(vendor)
+                        return {"error": None}
+                    except Exception as exc:
+                        return {"error": f"{type(exc).__name__}: {exc}"}
+
+                out["child"] = run_in_child(child_in_atomic)
+                with connection.cursor() as cursor:
+                    cursor.execute(f"INSERT INTO {table} VALUES (2)")
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT COUNT(*) FROM {table}")
+                out["rows_after_commit"] = cursor.fetchone()[0]
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE {table}")
+    else:
+        mechanism = "ctypes" if scenario == "ctypes" else "os"
+        out["child"] = run_in_child(child, mechanism=mechanism)
+    try:
+        out["parent_session_after"] = session(vendor)
+        out["parent_error"] = None
+    except Exception as exc:
+        out["parent_error"] = f"{type(exc).__name__}: {exc}"
+    out["stats"] = forkguard.stats()
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2]), default=repr))
+    sys.stdout.flush()
+    os._exit(0)
