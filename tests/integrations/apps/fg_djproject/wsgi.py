@@ -1,0 +1,8 @@
+"""wsgi.py as `django-admin startproject` writes it."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fg_djproject.settings")
+application = get_wsgi_application()
