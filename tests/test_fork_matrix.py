@@ -95,3 +95,32 @@ def test_mysqlclient_gc_of_disposed_pool_in_child(make_engine, guarded):
     else:
         with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
             conn.execute(sa.text(sql)).scalar()
+
+
+@pytest.mark.parametrize("mechanism", ["os", "ctypes"])
+def test_fork_is_noticed_without_madv_wipeonfork(make_engine, monkeypatch, mechanism):
+    """Kernels before 4.14 (and non-Linux) get the getpid() compare instead of the marker page."""
+    from forkguard import _fork
+
+    monkeypatch.setattr(_fork, "_marker", None)
+    forkguard.install()
+    url = URLS["pymysql"]
+    sql = session_id_sql(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        parent_session = conn.execute(sa.text(sql)).scalar()
+    result = run_in_child(_child_uses_closes_disposes_collects(engine, sql), mechanism)
+    assert result["ok"], result
+    assert result["value"]["own"] != parent_session
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(sql)).scalar() == parent_session
+
+
+def test_the_marker_page_is_wiped_in_children():
+    from forkguard import _fork
+
+    if _fork._marker is None:
+        pytest.skip("MADV_WIPEONFORK is not available on this kernel")
+    assert _fork._marker[0] == 1
+    # A fork from C runs no hook at all, so nothing re-marks the page before the child looks.
+    assert run_in_child(lambda: _fork._marker[0], "ctypes")["value"] == 0

@@ -6,8 +6,11 @@ A fork reaches us in one of three ways, and forkguard listens to all of them:
   gunicorn, Celery/billiard) before any user code;
 * uWSGI forks from C and skips those hooks unless told otherwise, so under uWSGI we put a
   hook at the *front* of ``uwsgidecorators``' post-fork chain (keeping every hook already there);
-* anything else that forks from C (``ctypes`` libc ``fork()``, C extensions) is caught by a pid
-  compare at every pool event and at the start of every garbage collection.
+* anything else that forks from C (``ctypes`` libc ``fork()``, C extensions) is caught at every
+  pool checkout and at the start of every garbage collection. That check must be nearly free:
+  ``getpid()`` is a real syscall (glibc no longer caches it; Rails found it topping their
+  profiles), so on Linux we read one byte of a page mapped with ``MADV_WIPEONFORK`` instead —
+  the kernel hands every child, however it was forked, a zeroed copy of that page.
 
 Whichever sees the fork first runs the child handlers exactly once per process.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import mmap
 import os
+import sys
 import threading
 from typing import Any, Callable
 
@@ -33,6 +38,24 @@ _at_fork_registered = False
 _gc_callback_registered = False
 _uwsgi_hook_registered = False
 _lock = threading.RLock()
+_MADV_WIPEONFORK = 18  # linux/mman.h; the mmap module names it only on newer Pythons
+
+
+def _make_fork_marker() -> mmap.mmap | None:
+    """One page that reads 1 in this process and 0 in any child forked from it (Linux >= 4.14)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        page.madvise(getattr(mmap, "MADV_WIPEONFORK", _MADV_WIPEONFORK))
+    except (OSError, ValueError, AttributeError) as exc:
+        log.debug("forkguard: MADV_WIPEONFORK unavailable (%s); using getpid()", exc)
+        return None
+    page[0] = 1
+    return page
+
+
+_marker = _make_fork_marker()
 
 
 def handled_pid() -> int:
@@ -58,9 +81,13 @@ def remove_child_handler(handler: ChildHandler) -> None:
 def check() -> bool:
     """Run the child handlers if this process forked since we last looked; True if it did.
 
-    This is the fallback for forks that ran no hook: one ``getpid()`` and an int compare.
+    This is the fallback for forks that ran no hook, on every checkout: one byte read (or,
+    without ``MADV_WIPEONFORK``, one ``getpid()``).
     """
-    if os.getpid() == _handled_pid:
+    if _marker is not None:
+        if _marker[0]:
+            return False
+    elif os.getpid() == _handled_pid:
         return False
     after_fork_in_child()
     return True
@@ -70,6 +97,8 @@ def after_fork_in_child() -> None:
     """Run every child handler once for this process, whichever hook got here first."""
     global _handled_pid, _parent_pid
     pid = os.getpid()
+    if _marker is not None:
+        _marker[0] = 1
     if pid == _handled_pid:
         return
     # Set first: a handler that triggers another check must not re-enter.
@@ -86,8 +115,8 @@ def after_fork_in_child() -> None:
 def _gc_callback(phase: str, info: dict[str, Any]) -> None:
     # A collection in a child can finalize a driver object that talks on close (mysqlclient
     # sends COM_QUIT in its dealloc); make sure the fork was handled before that happens.
-    if phase == "start" and _active and os.getpid() != _handled_pid:
-        after_fork_in_child()
+    if phase == "start" and _active:
+        check()
 
 
 def _run_in_child() -> None:

@@ -107,8 +107,7 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
 
 
 def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    if os.getpid() != _fork._handled_pid:
-        _fork.after_fork_in_child()
+    if _fork.check():
         dbapi_connection = proxy.dbapi_connection
     if isinstance(dbapi_connection, InheritedConnection):
         raise dbapi_connection.make_error()
@@ -122,22 +121,18 @@ def _on_handle_error(context: Any) -> None:
 
 
 def _on_io(dbapi_connection: Any, *args: Any) -> None:
-    """reset / checkin / invalidate / detach: SQLAlchemy is about to touch the connection."""
-    if os.getpid() != _fork._handled_pid:
-        _fork.after_fork_in_child()
+    """reset / invalidate / detach: SQLAlchemy is about to talk to the connection."""
+    _fork.check()
 
 
 def _on_close(dbapi_connection: Any, *args: Any) -> None:
-    if os.getpid() != _fork._handled_pid:
-        _fork.after_fork_in_child()
-    else:
+    if not _fork.check():
         _registry.forget(dbapi_connection)
 
 
 _POOL_EVENTS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("connect", _on_connect),
     ("checkout", _on_checkout),
-    ("checkin", _on_io),
     ("reset", _on_io),
     ("invalidate", _on_io),
     ("soft_invalidate", _on_io),
@@ -154,8 +149,7 @@ def _track_session(session: Any, transaction: Any, connection: Any) -> None:
 def _on_orm_execute(orm_execute_state: Any) -> None:
     # A session can hold a connection across a fork that ran no hook (a fork from C) and use
     # it without any pool event; this is the one place such a session passes through first.
-    if os.getpid() != _fork._handled_pid:
-        _fork.after_fork_in_child()
+    _fork.check()
 
 
 # ---- the child side ---------------------------------------------------------------------------
