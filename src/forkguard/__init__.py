@@ -44,17 +44,23 @@ _installed = False
 
 
 def install(
-    *, mode: str | None = None, trace: bool | None = None, freeze_gc: bool | None = None
+    *,
+    mode: str | None = None,
+    trace: bool | None = None,
+    freeze_gc: bool | None = None,
+    resilient: bool | None = None,
 ) -> None:
     """Make every SQLAlchemy engine in this process fork-safe (idempotent).
 
     ``freeze_gc=True`` also freezes the heap before each fork, so workers keep sharing the
-    master's memory (see ``docs/memory.md``). Reads ``FORKGUARD_MODE``, ``FORKGUARD_TRACE`` and
-    ``FORKGUARD_FREEZE_GC`` first; arguments win over the environment.
+    master's memory (see ``docs/memory.md``). ``resilient=True`` turns on pool pre-ping for
+    every guarded engine, so connections the server dropped (idle timeout, restart, KILL) are
+    replaced on checkout. Reads ``FORKGUARD_MODE``, ``FORKGUARD_TRACE``, ``FORKGUARD_FREEZE_GC``
+    and ``FORKGUARD_RESILIENT`` first; arguments win over the environment.
     """
     global _installed
     load_environment()
-    configure(mode=mode, trace=trace, freeze_gc=freeze_gc)
+    configure(mode=mode, trace=trace, freeze_gc=freeze_gc, resilient=resilient)
     _registry.activate()
     if settings.freeze_gc:
         _freeze.enable()

@@ -19,11 +19,17 @@ class Settings:
     ``repair`` fixes quietly (one INFO line per process), ``warn`` fixes and logs where every
     inherited connection was opened, ``strict`` refuses to let the child use one at all, so
     that a test suite or a staging deploy finds the import-time connection.
+
+    ``resilient`` turns on SQLAlchemy's pool pre-ping for every guarded engine: a connection
+    the server dropped while idle (``wait_timeout``, a restart, ``KILL``) is replaced on
+    checkout instead of failing the request. It costs a round trip per checkout, so it is the
+    user's choice, never a default.
     """
 
     mode: str = "repair"
     trace: bool = False
     freeze_gc: bool = False
+    resilient: bool = False
 
 
 settings = Settings()
@@ -32,11 +38,8 @@ settings = Settings()
 def reset() -> None:
     """Back to the defaults (what a process that never configured forkguard has)."""
     defaults = Settings()
-    settings.mode, settings.trace, settings.freeze_gc = (
-        defaults.mode,
-        defaults.trace,
-        defaults.freeze_gc,
-    )
+    for name in ("mode", "trace", "freeze_gc", "resilient"):
+        setattr(settings, name, getattr(defaults, name))
 
 
 def check_mode(value: object, source: str = "mode") -> str:
@@ -65,13 +68,18 @@ def load_environment() -> None:
     trace = os.environ.get("FORKGUARD_TRACE")
     if trace is not None:
         settings.trace = check_flag(trace, "FORKGUARD_TRACE")
-    freeze = os.environ.get("FORKGUARD_FREEZE_GC")
-    if freeze is not None:
-        settings.freeze_gc = check_flag(freeze, "FORKGUARD_FREEZE_GC")
+    for name in ("freeze_gc", "resilient"):
+        value = os.environ.get(f"FORKGUARD_{name.upper()}")
+        if value is not None:
+            setattr(settings, name, check_flag(value, f"FORKGUARD_{name.upper()}"))
 
 
 def configure(
-    *, mode: str | None = None, trace: bool | None = None, freeze_gc: bool | None = None
+    *,
+    mode: str | None = None,
+    trace: bool | None = None,
+    freeze_gc: bool | None = None,
+    resilient: bool | None = None,
 ) -> None:
     """Change forkguard's behaviour at run time; arguments left out keep their value."""
     if mode is not None:
@@ -80,3 +88,5 @@ def configure(
         settings.trace = check_flag(trace, "trace")
     if freeze_gc is not None:
         settings.freeze_gc = check_flag(freeze_gc, "freeze_gc")
+    if resilient is not None:
+        settings.resilient = check_flag(resilient, "resilient")

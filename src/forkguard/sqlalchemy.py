@@ -80,6 +80,9 @@ def _engine_on_stack(max_depth: int = 40) -> Engine | None:
 
 def _register_engine(engine: Engine) -> None:
     _engines.add(engine)
+    if settings.resilient and not engine.pool._pre_ping:
+        # Pool.recreate() copies the flag, so fresh pools after a fork keep it.
+        engine.pool._pre_ping = True
 
 
 def _port_of(engine: Engine | None) -> int | None:
@@ -286,20 +289,21 @@ def _adopt(engines: list[Engine]) -> None:
 
 def install() -> None:
     global _installed
-    if _installed:
-        return
-    from sqlalchemy.orm import Session
+    if not _installed:
+        from sqlalchemy.orm import Session
 
-    for name, fn in _POOL_EVENTS:
-        _listen(Pool, name, fn)
-    _listen(Session, "after_begin", _track_session)
-    _listen(Session, "do_orm_execute", _on_orm_execute)
-    if _SA_2:
-        # A dialect-level event in 2.x: it leaves execute() on the fast path.
-        _listen(Engine, "handle_error", _on_handle_error)
-    _fork.add_child_handler(after_fork_in_child)
-    _installed = True
-    _adopt([obj for obj in gc.get_objects() if isinstance(obj, Engine)])
+        for name, fn in _POOL_EVENTS:
+            _listen(Pool, name, fn)
+        _listen(Session, "after_begin", _track_session)
+        _listen(Session, "do_orm_execute", _on_orm_execute)
+        if _SA_2:
+            # A dialect-level event in 2.x: it leaves execute() on the fast path.
+            _listen(Engine, "handle_error", _on_handle_error)
+        _fork.add_child_handler(after_fork_in_child)
+        _installed = True
+        _adopt([obj for obj in gc.get_objects() if isinstance(obj, Engine)])
+    for engine in list(_engines):
+        _register_engine(engine)  # a later install() may have turned on ``resilient``
 
 
 def protect(engine: Any) -> Engine:
