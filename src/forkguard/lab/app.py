@@ -126,6 +126,9 @@ def _on_error(exc: Exception) -> Any:
 @app.get("/health")
 def health() -> Any:
     """Readiness probe: answers without touching the database."""
+    hold = float(request.args.get("hold", "0") or 0)
+    if hold > 0:
+        time.sleep(min(hold, 1.0))
     return jsonify(pid=os.getpid(), strategy=STRATEGY)
 
 
@@ -212,15 +215,14 @@ POSTFORK_HOOKS: dict[str, Callable[[], None]] = {
 
 
 def run_postfork_hook() -> None:
-    """Run this strategy's post-fork hook (gunicorn's ``post_fork`` calls this)."""
+    """Run this strategy's post-fork hook (gunicorn's ``post_fork`` calls this).
+
+    Exceptions propagate as they did for the seed: uWSGI prints the traceback and carries on,
+    gunicorn fails the worker's boot. Both print the traceback, which the lab counts.
+    """
     hook: Optional[Callable[[], None]] = POSTFORK_HOOKS.get(STRATEGY)
-    if hook is None:
-        return
-    try:
+    if hook is not None:
         hook()
-    except Exception as exc:
-        _log_error("postfork", exc)
-        raise
 
 
 def _register_uwsgi_postfork() -> None:

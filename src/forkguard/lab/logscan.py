@@ -30,6 +30,13 @@ _KINDS: tuple[tuple[str, str], ...] = (
     (r"lost synchronization with server", "lost sync (libpq)"),
     (r"PendingRollbackError|Can't reconnect until invalid transaction", "pending rollback"),
     (r"IntegrityError|Duplicate entry|duplicate key", "integrity"),
+    (
+        r"no message from the libpq|received 0 results|got no result|DuplicatePrepared",
+        "protocol garbage",
+    ),
+    (r"tuple index out of range", "wrong result shape"),
+    (r"did not produce a new primary key|NULL identity key", "INSERT got no id"),
+    (r"InFailedSqlTransaction|current transaction is aborted", "txn aborted"),
     (r"no results to fetch|does not return rows|ResourceClosedError", "result missing"),
     (r"connection already closed|closed the connection|connection is closed", "conn closed"),
     (r"[Tt]imed? ?out", "timeout"),

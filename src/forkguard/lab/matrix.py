@@ -81,6 +81,7 @@ class CellResult:
     workers_pss_kb: int = 0
     master_pss_kb: int = 0
     respawn_s: Optional[float] = None
+    respawn_status: str = ""
     respawn_db_errors: int = 0
     worker_pids_seen: int = 0
     load_seconds: float = 0.0
@@ -163,14 +164,17 @@ def run_cell(
         res.load_seconds = round(load.elapsed, 2)
         res.timed_out = load.timed_out
         # Memory once the load is over: the workers have served requests, as in production.
-        workers = app_server.wait_workers()
+        workers = app_server.settle() if app_server.exited() is None else []
         res.workers_pss_kb = sum(pss_kb(pid) for pid in workers)
         res.master_pss_kb = pss_kb(app_server.master_pid)
-        load_log = app_server.read_log()
+        load_log = app_server.read_log()  # settle() touched no DB: its lines are the load's
         kinds = scan(load_log)
+        status = app_server.exited()
+        if status is not None:
+            kinds[f"server exited (status {status})"] += 1
         res.db_error_kinds = dict(kinds.most_common())
         res.db_errors = sum(kinds.values())
-        respawn = app_server.measure_recovery(timeout=respawn_timeout)
+        respawn, res.respawn_status = app_server.measure_recovery(timeout=respawn_timeout)
         res.respawn_s = None if respawn is None else round(respawn, 3)
         res.respawn_db_errors = sum(scan(app_server.read_log()[len(load_log) :]).values())
         app_server.stop()

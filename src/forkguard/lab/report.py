@@ -71,6 +71,12 @@ def _mb(kb: int) -> str:
     return f"{kb / 1024:.0f}" if kb else "-"
 
 
+def _respawn(cell: CellResult) -> str:
+    if cell.respawn_s is not None:
+        return f"{cell.respawn_s:.2f}s"
+    return {"errors": "errors", "timeout": "never"}.get(cell.respawn_status, "-")
+
+
 def _kinds(cell: CellResult, limit: int = 3) -> str:
     if cell.error:
         return f"HARNESS ERROR: {cell.error}"[:60]
@@ -109,7 +115,7 @@ def format_table(cells: list[CellResult]) -> str:
                 + (f"+{c.failed_but_committed}" if c.failed_but_committed else ""),
                 f"{c.throughput_rps:.0f}",
                 _mb(c.workers_pss_kb),
-                "never" if c.respawn_s is None else f"{c.respawn_s:.2f}s",
+                _respawn(c),
                 _kinds(c) or ("clean" if c.clean else ""),
             )
         )
@@ -141,7 +147,7 @@ def legend() -> str:
             "answered with another request's data. lost wr: acknowledged writes missing",
             "afterwards (+N: answered 500 but committed). PSS MB: total PSS of the 4 workers.",
             "respawn: SIGKILL a worker, time until its replacement answers a DB request",
-            "('never' = not within the cap).",
+            "('errors' = it answered with errors; 'never' = no answer within the cap).",
             "strategies: " + "; ".join(f"{k} = {STRATEGY_LABELS[k]}" for k in STRATEGIES),
         ]
     )

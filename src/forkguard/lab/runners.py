@@ -108,13 +108,32 @@ class AppServer:
         status, _ = http_get(self.port, "/health", timeout=2.0)
         return status == 200
 
-    def wait_workers(self, timeout: float = 5.0) -> list[int]:
-        """The worker pids once all of them are up (a recycle wave may be in progress)."""
+    def settle(self, timeout: float = 5.0) -> list[int]:
+        """Wait until 4 workers are up *and each has answered*; return their pids.
+
+        Memory is compared after this: a lazy worker that has just been forked has not
+        imported the app yet and would look small; a preloaded one would not.
+        """
         deadline = time.monotonic() + timeout
+        answered: set[int] = set()
+        lock = threading.Lock()
+
+        def probe() -> None:
+            status, body = http_get(self.port, "/health?hold=0.05", timeout=5.0)
+            if status == 200 and isinstance(body, dict) and isinstance(body.get("pid"), int):
+                with lock:
+                    answered.add(body["pid"])
+
         pids = self.worker_pids()
-        while len(pids) < WORKERS and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while time.monotonic() < deadline:
             pids = self.worker_pids()
+            if len(pids) >= WORKERS and set(pids) <= answered:
+                break
+            threads = [threading.Thread(target=probe) for _ in range(WORKERS * 2)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
         return pids
 
     def worker_pids(self) -> list[int]:
@@ -123,21 +142,21 @@ class AppServer:
             return []
         return children_of(self.proc.pid)
 
-    def stop(self, timeout: float = 6.0) -> None:
-        """Graceful stop, then SIGKILL for whatever of *our* process group is left."""
+    def stop(self) -> None:
+        """SIGKILL our whole process group (master and workers) and reap the master.
+
+        Not a graceful stop, on purpose: the lab has read the log, the memory and the answers
+        before it stops a server, and a graceful stop of stuck workers only costs time.
+        """
         proc, self.proc = self.proc, None
         if proc is not None:
-            if proc.poll() is None:
-                try:
-                    # uWSGI with --die-on-term and gunicorn both stop on SIGTERM.
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s master %d did not stop; killing its group", self.kind, proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            if proc.poll() is None:
-                proc.wait(10)
+            proc.wait(10)
+            # Workers are in the same group; give the kernel a moment to reap them.
+            deadline = time.monotonic() + 5
+            while children_of(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -150,25 +169,27 @@ class AppServer:
             log.warning("cannot read %s: %s", self.log_path, exc)
             return ""
 
-    def measure_recovery(self, timeout: float = 6.0) -> Optional[float]:
-        """SIGKILL one worker; seconds until a *new* worker answers a DB request.
+    def measure_recovery(self, timeout: float = 6.0) -> tuple[Optional[float], str]:
+        """SIGKILL one worker; (seconds until a *new* worker answers a DB request, status).
 
-        Probes are bursts of slow echo requests, so the surviving workers are busy and the
-        replacement gets a request as soon as it accepts. None if it did not answer within
-        ``timeout`` (a broken replacement answers 500s: it is not serving).
+        Status is "ok", "errors" (the replacement answered, but with errors: it is not
+        serving) or "timeout". Probes are bursts of slow echo requests, so the surviving
+        workers are busy and the replacement gets a request as soon as it accepts.
         """
         before = set(self.worker_pids())
         if not before:
-            return None
+            return None, "no workers"
         victim = min(before)
         t0 = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        found = threading.Event()
+        answers: list[int] = []
+        lock = threading.Lock()
 
         def probe() -> None:
             status, body = http_get(self.port, "/echo?token=probe&hold=0.03", timeout=5.0)
-            if status == 200 and isinstance(body, dict) and body.get("pid") not in before:
-                found.set()
+            if isinstance(body, dict) and body.get("pid") not in before:
+                with lock:
+                    answers.append(status)
 
         while time.monotonic() - t0 < timeout:
             threads = [threading.Thread(target=probe) for _ in range(WORKERS * 2)]
@@ -176,9 +197,15 @@ class AppServer:
                 th.start()
             for th in threads:
                 th.join()
-            if found.is_set():
-                return time.monotonic() - t0
-        return None
+            if 200 in answers:
+                return time.monotonic() - t0, "ok"
+            if answers:
+                return None, "errors"
+        return None, "timeout"
+
+    def exited(self) -> Optional[int]:
+        """The master's exit status if it is gone (gunicorn halts when workers fail to boot)."""
+        return None if self.proc is None else self.proc.poll()
 
 
 def children_of(ppid: int) -> list[int]:
