@@ -1,8 +1,10 @@
 """SQLAlchemy integration: pool events in, fork-safe engines out.
 
 Everything here goes through SQLAlchemy's own hooks: pool events (which, unlike engine or
-connection events, keep ``execute()`` on SQLAlchemy's fast path) and one session event. Per
-fork, in the child:
+connection events, keep ``execute()`` on SQLAlchemy's fast path), two session events
+(``after_begin`` to know which sessions hold connections, ``do_orm_execute`` to notice a fork
+that ran no hook) and, on SQLAlchemy 2, the dialect-level ``handle_error``. Per fork, in the
+child:
 
 1. every inherited DB-API connection is silenced at the socket level (``_registry``);
 2. wherever a pool record or a checked-out connection still holds one, it is swapped for an
