@@ -202,8 +202,22 @@ def write_json(path: str, meta: dict[str, Any], cells: list[CellResult]) -> None
         fh.write("\n")
 
 
+_CHART_LABELS = {
+    "none": "none",
+    "dispose": "seed:\ndispose()",
+    "seed-update": "seed's update:\nclose_all+dispose\n+new session",
+    "dispose-noclose": "SQLAlchemy docs:\ndispose(close=False)",
+    "lazy": "lazy-apps /\nno --preload",
+    "forkguard": "forkguard\n.install()",
+}
+
+
 def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[str]:
-    """Errors and worker memory per cell, grouped by strategy; None if matplotlib is missing."""
+    """Errors and worker memory by strategy; None if matplotlib is missing.
+
+    Summed per strategy (over servers and drivers) so the full matrix stays readable; the
+    per-cell numbers are in the table and the JSON.
+    """
     try:
         import matplotlib
 
@@ -212,42 +226,67 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
     except ImportError as exc:
         log.warning("no chart: matplotlib is not installed (%s)", exc)
         return None
-    ordered = sorted(
-        cells,
-        key=lambda c: (
-            STRATEGIES.index(c.strategy) if c.strategy in STRATEGIES else 99,
-            c.server,
-            c.driver,
-        ),
-    )
-    labels = [f"{c.strategy}\n{c.server}/{c.driver}" for c in ordered]
-    xs = list(range(len(ordered)))
+    strategies = [s for s in STRATEGIES if any(c.strategy == s for c in cells)]
+    servers = sorted({c.server for c in cells}, key=lambda s: (s != "uwsgi", s))
+    xs = list(range(len(strategies)))
+
+    def total(strategy: str, attr: str) -> int:
+        return sum(int(getattr(c, attr)) for c in cells if c.strategy == strategy)
+
     series = (
-        ("HTTP errors", [c.http_errors for c in ordered], "#d62728"),
-        ("DB errors", [c.db_errors for c in ordered], "#ff7f0e"),
-        ("wrong answers", [c.leaks for c in ordered], "#9467bd"),
-        ("lost writes", [c.lost_writes + c.failed_but_committed for c in ordered], "#8c564b"),
+        ("HTTP errors", "http_errors", "#d62728"),
+        ("DB errors", "db_errors", "#ff7f0e"),
+        ("wrong answers", "leaks", "#9467bd"),
+        ("lost writes", "lost_writes", "#8c564b"),
     )
-    palette = {s: plt.get_cmap("tab10")(i) for i, s in enumerate(STRATEGIES)}
-    fig, (ax1, ax2) = plt.subplots(
-        2, 1, figsize=(max(8.0, 0.55 * len(ordered) + 2), 8), sharex=True
-    )
-    width = 0.2
-    for k, (name, values, color) in enumerate(series):
-        ax1.bar([x + (k - 1.5) * width for x in xs], values, width, label=name, color=color)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 1.6 * len(strategies) + 2), 8))
+    width = 0.8 / len(series)
+    for k, (name, attr, color) in enumerate(series):
+        offs = (k - (len(series) - 1) / 2) * width
+        ax1.bar(
+            [x + offs for x in xs],
+            [total(s, attr) for s in strategies],
+            width,
+            label=name,
+            color=color,
+        )
+    for x, strategy in zip(xs, strategies):
+        group = [c for c in cells if c.strategy == strategy]
+        if all(c.clean for c in group):
+            ax1.text(
+                x,
+                0.5,
+                f"0 errors\n({len(group)} cells)",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+                color="#2ca02c",
+                fontweight="bold",
+            )
     ax1.set_yscale("symlog", linthresh=1)
-    ax1.set_ylabel("count (symlog)")
+    ax1.set_ylim(bottom=0)
+    ax1.set_ylabel("count, all cells (symlog)")
+    ax1.set_xticks(xs)
+    ax1.set_xticklabels([_CHART_LABELS.get(s, s) for s in strategies], fontsize=8)
     ax1.legend(loc="upper right", fontsize=8)
-    ax1.set_title(title or "forkguard lab: errors by strategy (0 is the only good answer)")
-    ax2.bar(
-        xs,
-        [c.workers_pss_kb / 1024 for c in ordered],
-        color=[palette.get(c.strategy, "grey") for c in ordered],
-    )
-    ax2.set_ylabel("total worker PSS (MB)")
-    ax2.set_title("memory of the 4 workers (lower is better)")
+    ax1.set_title(title or "forkguard lab: symptoms by strategy (0 is the only good answer)")
+    bw = 0.8 / max(1, len(servers))
+    for k, server in enumerate(servers):
+        means = []
+        for strategy in strategies:
+            vals = [
+                c.workers_pss_kb / 1024
+                for c in cells
+                if c.strategy == strategy and c.server == server and c.workers_pss_kb
+            ]
+            means.append(sum(vals) / len(vals) if vals else 0.0)
+        offs = (k - (len(servers) - 1) / 2) * bw
+        ax2.bar([x + offs for x in xs], means, bw, label=server)
     ax2.set_xticks(xs)
-    ax2.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax2.set_xticklabels([_CHART_LABELS.get(s, s) for s in strategies], fontsize=8)
+    ax2.set_ylabel("total PSS of 4 workers (MB)")
+    ax2.set_title("worker memory, mean over drivers (lower is better)")
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
