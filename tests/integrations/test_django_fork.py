@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+pytest.importorskip("django")
+
 ROOT = Path(__file__).resolve().parents[2]
 VENDORS = ("mysql", "postgresql")
 
@@ -42,6 +44,15 @@ def test_child_reconnects_and_parent_keeps_its_session(scenario: str, vendor: st
     assert out["parent_session_after"] == out["master_session"]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the core hook: forkguard.install() sets up forkguard.django when Django is "
+    "imported (issue 5 report); remove this marker once it is in",
+)
+def test_plain_forkguard_install_covers_django() -> None:
+    test_child_reconnects_and_parent_keeps_its_session("install_hook", "postgresql")
+
+
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_fork_inside_atomic_block(vendor: str) -> None:
     out = run_scenario("atomic", vendor)
@@ -57,13 +68,3 @@ def test_without_forkguard_the_childs_close_ends_the_parents_session(vendor: str
     out = run_scenario("unprotected", vendor)
     assert out["child"]["value"]["session"] == out["master_session"]  # one shared socket
     assert out["parent_error"] is not None
-
-
-def test_import_forkguard_does_not_import_django_or_celery() -> None:
-    code = (
-        "import sys, forkguard; forkguard.install(); "
-        "bad = [m for m in ('django', 'celery') if m in sys.modules]; print(bad); "
-        "sys.exit(1 if bad else 0)"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,6 +8,7 @@ Prints one JSON object: what the parent and the child saw. Scenarios:
   child queries, then closes its connection as Django would; the parent keeps its session.
 * ``adopted``: the connection is opened *before* forkguard is installed (an app earlier in
   INSTALLED_APPS); forkguard finds it anyway.
+* ``install_hook``: only ``forkguard.install()``, called after Django was imported.
 * ``ctypes``: libc ``fork()`` (no Python hook, like a C extension): the pid check on
   ``request_started`` runs before Django's own ``close_old_connections``.
 * ``atomic``: fork inside ``transaction.atomic()``: the child cannot use the block, and its
@@ -63,7 +64,7 @@ def main(scenario: str, vendor: str) -> dict[str, Any]:
     from django.core.signals import request_started
 
     guarded = scenario != "unprotected"
-    configure(vendor, guarded and scenario != "adopted")
+    configure(vendor, guarded and scenario not in ("adopted", "install_hook"))
     from django.db import connection, transaction
 
     import forkguard.django
@@ -73,6 +74,8 @@ def main(scenario: str, vendor: str) -> dict[str, Any]:
     if scenario == "adopted":
         forkguard.install()
         forkguard.django.install()
+    elif scenario == "install_hook":  # wsgi.py style: forkguard.install() once Django is imported
+        forkguard.install()
 
     def child() -> dict[str, Any]:
         request_started.send(sender=None)  # what the server's handler does first
