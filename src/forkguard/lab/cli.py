@@ -51,7 +51,7 @@ QUICK = Preset(
     drivers=("pymysql",),
     strategies=("none", "dispose", "lazy", "forkguard"),
     requests=300,
-    budget=90.0,
+    budget=80.0,
 )
 FULL = Preset(
     servers=SERVERS,
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         type=float,
         help="seconds for the whole run; each cell's load is capped to its share "
-        "(default 470; quick 90)",
+        "(default 470; quick 80)",
     )
     p.add_argument(
         "--style",
@@ -214,6 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     t_start = time.monotonic()
     results: list[CellResult] = []
+    overheads: list[float] = []  # seconds each cell spent outside its load: start, stop, ...
     progress = Progress(total=len(cells_plan) * requests)
     try:
         with contextlib.ExitStack() as stack:
@@ -232,7 +233,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 left = len(cells_plan) - n
                 share = (budget - (time.monotonic() - t_start)) / left
                 respawn_timeout = 6.0
-                time_cap = max(2.0, min(30.0, share - _CELL_OVERHEAD))
+                overhead = sum(overheads) / len(overheads) if overheads else _CELL_OVERHEAD
+                time_cap = max(2.0, min(30.0, share - overhead))
                 progress.cell(f"cell {n + 1}/{len(cells_plan)}: {server} / {driver} / {strategy}")
                 done_before = progress.done
                 res = run_cell(
@@ -252,6 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 )
                 progress.set_done(done_before + requests)
                 results.append(res)
+                overheads.append(max(0.0, res.cell_seconds - res.load_seconds))
     except ServerUnavailable as exc:
         progress.close()
         print(f"forkguard lab: {exc}", file=sys.stderr)

@@ -58,7 +58,7 @@ def run_load(
     concurrency: int = 16,
     time_cap: float = 30.0,
     seed: int = 0,
-    request_timeout: float = 10.0,
+    request_timeout: float = 12.0,
     progress: Optional[Callable[[int], None]] = None,
 ) -> LoadResult:
     """Send ``total`` requests from ``concurrency`` threads, stopping early at ``time_cap``."""

@@ -9,7 +9,8 @@ Why these flags:
 * uWSGI ``--max-requests`` does not recycle a worker younger than ``--min-worker-lifetime``
   (10 s by default) and its fork-bomb guard sleeps 2 s; ``0`` for both so a short run re-forks.
 * ``--harakiri`` / gunicorn ``--timeout``: a worker that reads another process's reply can
-  block forever on a socket; production servers kill such workers, and so does the lab.
+  block forever on a socket; production servers kill such workers, and so does the lab
+  (gunicorn's covers the worker's boot too, so it gets 10 s).
 * The "lazy" strategy is uWSGI ``--lazy-apps`` / gunicorn without ``--preload``: the app is
   imported in every worker after the fork (the seed's accepted answer).
 """
@@ -348,8 +349,10 @@ def build_server(
             str(max_requests),
             "--max-requests-jitter",
             "0",
+            # gunicorn's timeout also covers a worker's boot, which without --preload imports
+            # the app: give it room on a loaded machine, or "lazy" is punished for the box.
             "--timeout",
-            str(timeout_s),
+            str(max(timeout_s, 10)),
             "--graceful-timeout",
             "1",
             "--backlog",
