@@ -1,0 +1,272 @@
+"""In-process benchmarks: the pool hot path, the fork check, and the first connection after fork.
+
+How "guarded" and "unguarded" are interleaved: one process, one engine per backend, and
+``forkguard.install()`` / ``forkguard.uninstall()`` between rounds. forkguard's listeners are
+class-level pool listeners, which SQLAlchemy applies to existing pools at once, so the very same
+pool (same connection, same server session) is measured in every configuration; each round runs
+the configurations back to back in a rotating order, and a figure is the median over rounds
+of the per-round ratio. (Two engines with ``forkguard.protect()`` on one would compare two
+server sessions and two instance-level listener lists, i.e. not what ``install()`` users get.)
+
+The bare checkout/checkin benchmark adds two more configurations, to split the cost:
+``noop-checkout`` (one do-nothing class-level ``checkout`` listener) and ``noop-both``
+(do-nothing ``checkout`` and ``reset`` listeners - the two pool events forkguard's listeners
+see on every checkout/checkin). SQLAlchemy leaves its checkout fast path as soon as *any*
+``checkout`` listener exists, and builds a ``PoolResetState`` and dispatches on every checkin
+once any ``reset`` listener exists; so ``noop-both - unguarded`` is SQLAlchemy's dispatch cost
+for those two events, and ``forkguard - noop-both`` is forkguard's own work (two fork checks,
+each one byte read of the fork marker page, and an ``isinstance``).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import struct
+import sys
+import time
+import timeit
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
+
+import forkguard
+from forkguard import _fork
+
+from .timing import median, paired_diffs, paired_ratios, rotation, summary
+
+log = logging.getLogger("forkguard.bench")
+
+MYSQL_HOST = os.environ.get("FG_TEST_MYSQL", "127.0.0.1:3306")
+PG_HOST = os.environ.get("FG_TEST_PG", "127.0.0.1:5432")
+# C drivers: the cheaper the round trip, the more any per-checkout overhead shows.
+BACKENDS = {
+    "mariadb": f"mysql+mysqldb://root@{MYSQL_HOST}/test",
+    "postgresql": f"postgresql+psycopg2://root@{PG_HOST}/test",
+}
+QUERY_CONFIGS = ("unguarded", "forkguard")
+BARE_CONFIGS = ("unguarded", "noop-checkout", "noop-both", "forkguard")
+FORK_VARIANTS = ("forkguard", "manual")
+
+
+@dataclass
+class HotPathConfig:
+    rounds: int = 15
+    query_iterations: int = 1500
+    bare_iterations: int = 30000
+    fork_rounds: int = 20
+    micro_number: int = 200000
+
+
+def _noop_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    return None
+
+
+def _noop_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+    return None
+
+
+def _set_config(name: str) -> None:
+    """Exactly one configuration's listeners on ``Pool``."""
+    forkguard.uninstall()
+    for ev, fn in (("checkout", _noop_checkout), ("reset", _noop_reset)):
+        if event.contains(Pool, ev, fn):
+            event.remove(Pool, ev, fn)
+    if name == "forkguard":
+        forkguard.install()
+    elif name in ("noop-checkout", "noop-both"):
+        event.listen(Pool, "checkout", _noop_checkout)
+        if name == "noop-both":
+            event.listen(Pool, "reset", _noop_reset)
+    elif name != "unguarded":
+        raise ValueError(f"unknown configuration {name!r}")
+
+
+def _assert_config(engine: sa.engine.Engine, name: str) -> None:
+    has_listener = bool(engine.pool.dispatch.checkout)
+    if has_listener != (name != "unguarded") or forkguard.is_installed() != (name == "forkguard"):
+        raise RuntimeError(f"benchmark configuration {name!r} is not in effect")
+
+
+def _query_round(engine: sa.engine.Engine, n: int) -> float:
+    """ns per checkout + SELECT 1 + checkin, through Engine.connect()."""
+    stmt = sa.text("SELECT 1")
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        with engine.connect() as conn:
+            conn.execute(stmt).scalar()
+    return (time.perf_counter_ns() - t0) / n
+
+
+def _bare_round(engine: sa.engine.Engine, n: int) -> float:
+    """ns per pool checkout + checkin, no query (the engine has reset_on_return=None: no IO)."""
+    pool = engine.pool
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        pool.connect().close()
+    return (time.perf_counter_ns() - t0) / n
+
+
+def _interleave(
+    engine: sa.engine.Engine,
+    fn: Callable[[sa.engine.Engine, int], float],
+    n: int,
+    rounds: int,
+    configs: Sequence[str],
+) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {c: [] for c in configs}
+    for r in range(rounds):
+        for name in rotation(configs, r):
+            _set_config(name)
+            _assert_config(engine, name)
+            fn(engine, max(10, n // 20))  # warm up this configuration's code paths
+            out[name].append(fn(engine, n))
+    _set_config("unguarded")
+    return out
+
+
+def _analyse(per_config: dict[str, list[float]]) -> dict[str, Any]:
+    ug, fg = per_config["unguarded"], per_config["forkguard"]
+    out: dict[str, Any] = {
+        "ns": {name: summary(values) for name, values in per_config.items()},
+        "raw_ns": per_config,
+        "ratio_forkguard": summary(paired_ratios(fg, ug)),
+        "added_ns": summary(paired_diffs(fg, ug)),
+    }
+    if "noop-both" in per_config:
+        nc, nb = per_config["noop-checkout"], per_config["noop-both"]
+        out["split_ns"] = {
+            "checkout_dispatch": summary(paired_diffs(nc, ug)),
+            "reset_dispatch": summary(paired_diffs(nb, nc)),
+            "forkguard_own": summary(paired_diffs(fg, nb)),
+        }
+    return out
+
+
+def _micro(number: int) -> dict[str, Any]:
+    """What one fork check costs, next to the syscall it replaces."""
+    _set_config("forkguard")
+    try:
+        check_ns = min(timeit.repeat(_fork.check, number=number, repeat=5)) / number * 1e9
+        getpid_ns = min(timeit.repeat(os.getpid, number=number, repeat=5)) / number * 1e9
+        noop_ns = min(timeit.repeat(lambda: None, number=number, repeat=5)) / number * 1e9
+    finally:
+        _set_config("unguarded")
+    return {
+        "fork_check_ns": check_ns,
+        "getpid_ns": getpid_ns,
+        "python_call_ns": noop_ns,
+        "wipeonfork_marker": _fork._marker is not None,
+    }
+
+
+def run_hotpath(cfg: HotPathConfig, backends: Sequence[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {"config": vars(cfg).copy(), "query": {}, "bare": {}}
+    for backend in backends:
+        url = BACKENDS[backend]
+        engine = sa.create_engine(url, pool_size=1, max_overflow=0)
+        bare = sa.create_engine(url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
+        try:
+            with engine.connect() as conn:
+                server = str(conn.execute(sa.text("SELECT VERSION()")).scalar())
+            log.info("hot path on %s (%s)", backend, server.split(",")[0][:40])
+            q = _analyse(
+                _interleave(engine, _query_round, cfg.query_iterations, cfg.rounds, QUERY_CONFIGS)
+            )
+            q["server_version"] = server
+            q["url"] = engine.url.render_as_string(hide_password=True)
+            result["query"][backend] = q
+            b = _analyse(
+                _interleave(bare, _bare_round, cfg.bare_iterations, cfg.rounds, BARE_CONFIGS)
+            )
+            result["bare"][backend] = b
+        finally:
+            _set_config("unguarded")
+            engine.dispose()
+            bare.dispose()
+    result["micro"] = _micro(cfg.micro_number)
+    return result
+
+
+# ---- first working connection after fork ---------------------------------------------------
+
+
+def _fork_once(engine: sa.engine.Engine, variant: str) -> float:
+    """Seconds from ``os.fork()`` in the parent to the child's first ``SELECT 1`` answered.
+
+    The parent holds one pooled (checked-in) connection, as a preloaded app does. In
+    ``manual`` the child runs SQLAlchemy's recipe, ``engine.dispose(close=False)``, itself;
+    in ``forkguard`` the child does nothing (forkguard's at-fork hook runs inside
+    ``os.fork()``, which is why the clock starts in the parent).
+    """
+    # A fresh pooled connection each round; the manual recipe may have spoiled the last one
+    # (mysqlclient's dealloc sends COM_QUIT over the shared socket - see the README).
+    engine.dispose(close=False)
+    gc.collect()
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1")).scalar()
+    r, w = os.pipe()
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(r)
+            if variant == "manual":
+                engine.dispose(close=False)
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1")).scalar()
+            os.write(w, struct.pack("d", time.perf_counter() - t0))
+            code = 0
+        except BaseException:
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        data = b""
+        while len(data) < 8:
+            chunk = os.read(r, 8 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if len(data) < 8 or status != 0:
+        raise RuntimeError(f"fork benchmark child {pid} ({variant}) failed: status {status}")
+    return float(struct.unpack("d", data)[0])
+
+
+def run_forkcost(cfg: HotPathConfig, backends: Sequence[str]) -> dict[str, Any]:
+    gc.collect()
+    result: dict[str, Any] = {"config": {"rounds": cfg.fork_rounds}, "backends": {}}
+    for backend in backends:
+        engine = sa.create_engine(BACKENDS[backend], pool_size=1, max_overflow=0)
+        times: dict[str, list[float]] = {v: [] for v in FORK_VARIANTS}
+        try:
+            for r in range(cfg.fork_rounds):
+                for variant in rotation(FORK_VARIANTS, r):
+                    if variant == "forkguard":
+                        forkguard.install()
+                    else:
+                        forkguard.uninstall()
+                    times[variant].append(_fork_once(engine, variant) * 1000.0)
+        finally:
+            forkguard.uninstall()
+            engine.dispose(close=False)
+        ratios = paired_ratios(times["forkguard"], times["manual"])
+        result["backends"][backend] = {
+            "ms": {v: summary(t) for v, t in times.items()},
+            "raw_ms": times,
+            "ratio_forkguard": summary(ratios),
+            "added_ms": median(paired_diffs(times["forkguard"], times["manual"])),
+        }
+    gc.collect()
+    return result

@@ -1,0 +1,167 @@
+"""A preloadable Flask-SQLAlchemy app with a large working set built at import.
+
+What uWSGI (``--module forkguard.bench.memapp:app``) and gunicorn
+(``forkguard.bench.memapp:app``) load for the memory benchmark. Configured by environment:
+
+``FG_BENCH_DB_URL``     SQLAlchemy URL (required)
+``FG_BENCH_TABLE``      the users table (the harness creates it; name starts with ``fg_bench_``)
+``FG_BENCH_MB``         size of the import-time working set in MB (default 300)
+``FG_BENCH_GUARD``      ``forkguard`` to call ``forkguard.install()`` first thing, else ``none``
+``FORKGUARD_FREEZE_GC`` ``1`` for the freeze variant (read by ``forkguard.install()``)
+
+The working set is what a real app holds after import: about 850k rows per 300 MB, each a
+dict with a string, an int, a float and a small list - all container objects the cyclic GC
+tracks (a list is never untracked), so a full collection in a worker touches every one of them
+unless they are frozen. At import the app also runs a query through Flask-SQLAlchemy the way
+the seed did (an app context pushed at import and never popped: the master holds a checked-out
+connection in a transaction), so a preloaded master really does hand its workers a connection.
+
+Endpoints: the lab load's ``/echo``, ``/user`` (GET and POST) and ``/health``, plus
+``/gc`` (one full ``gc.collect()`` in the worker that serves it). Every request also reads a
+random 0.1 % slice of the working set, as a cache lookup would: the reference counts it bumps
+are what un-share a preloaded worker's pages under load.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import sys
+import time
+from typing import Any
+
+GUARD = os.environ.get("FG_BENCH_GUARD", "none")
+if GUARD == "forkguard":
+    import forkguard
+
+    forkguard.install()
+elif GUARD != "none":
+    raise RuntimeError(f"FG_BENCH_GUARD={GUARD!r}: expected forkguard or none")
+
+from flask import Flask, jsonify, request  # noqa: E402 - forkguard.install() comes first
+from flask_sqlalchemy import SQLAlchemy  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+DB_URL = os.environ.get("FG_BENCH_DB_URL", "")
+TABLE = os.environ.get("FG_BENCH_TABLE", "fg_bench_users")
+MB = float(os.environ.get("FG_BENCH_MB", "300"))
+SLICES = 1000
+if not DB_URL:
+    raise RuntimeError("FG_BENCH_DB_URL is not set (forkguard bench sets it)")
+
+
+def _row(i: int) -> dict[str, Any]:
+    return {"id": i, "name": f"user-{i:09d}", "score": i * 0.5, "tags": [i % 7, i % 11]}
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    tags = row["tags"]
+    return (
+        sys.getsizeof(row)
+        + sys.getsizeof(row["name"])
+        + sys.getsizeof(row["score"])
+        + sys.getsizeof(row["id"])
+        + sys.getsizeof(tags)
+        + 8  # the outer list's pointer
+    )
+
+
+def build_working_set(mb: float) -> list[dict[str, Any]]:
+    """About ``mb`` MB of rows. The GC is paused while building (3x faster here): that only
+    shortens the start-up and respawn of lazy-apps workers, i.e. it favours the baseline."""
+    per_row = _row_bytes(_row(10**6))
+    gc.disable()
+    try:
+        return [_row(i) for i in range(max(1, int(mb * 1024 * 1024 / per_row)))]
+    finally:
+        gc.enable()
+
+
+t_start = time.monotonic()
+DATA = build_working_set(MB)
+SLICE = max(1, len(DATA) // SLICES)
+
+app = Flask(__name__)
+app.config["SQLALCHEMY_DATABASE_URI"] = DB_URL
+db = SQLAlchemy(app, session_options={"expire_on_commit": False})
+
+
+class User(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = TABLE
+    id = db.Column(db.Integer, primary_key=True)
+    email = db.Column(db.String(190), unique=True, nullable=False)
+    name = db.Column(db.String(100), nullable=False, default="")
+
+
+# The seed's import-time setup: an app context pushed and never popped, one query.
+app.app_context().push()
+User.query.filter(User.email == "nobody@fg-bench.invalid").scalar()
+IMPORT_SECONDS = time.monotonic() - t_start
+
+
+@app.before_request
+def _touch_working_set() -> None:
+    start = random.randrange(0, max(1, len(DATA) - SLICE))
+    total = 0
+    for row in DATA[start : start + SLICE]:
+        total += row["id"]
+
+
+def _hold() -> None:
+    hold = float(request.args.get("hold", "0") or 0)
+    if hold > 0:
+        time.sleep(min(hold, 2.0))
+
+
+@app.get("/health")
+def health() -> Any:
+    _hold()
+    return jsonify(
+        pid=os.getpid(),
+        rows=len(DATA),
+        import_seconds=IMPORT_SECONDS,
+        freeze_count=gc.get_freeze_count(),
+    )
+
+
+@app.get("/gc")
+def collect() -> Any:
+    t0 = time.monotonic()
+    found = gc.collect()
+    took = time.monotonic() - t0
+    _hold()
+    return jsonify(
+        pid=os.getpid(), collected=found, seconds=took, freeze_count=gc.get_freeze_count()
+    )
+
+
+@app.get("/echo")
+def echo() -> Any:
+    token = request.args.get("token", "")
+    got = db.session.execute(text("SELECT :token"), {"token": token}).scalar()
+    _hold()
+    return jsonify(token=got, pid=os.getpid())
+
+
+@app.get("/user")
+def read_user() -> Any:
+    email = request.args.get("email", "")
+    user = db.session.query(User).filter(User.email == email).scalar()
+    if user is None:
+        return jsonify(id=None, email=None, pid=os.getpid())
+    return jsonify(id=user.id, email=user.email, pid=os.getpid())
+
+
+@app.post("/user")
+def write_user() -> Any:
+    email = request.form.get("email", "")
+    user = User(email=email, name=email.split("@")[0][:100])
+    try:
+        db.session.add(user)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        app.logger.exception("fg-bench: write failed")
+        return jsonify(error="save failed", pid=os.getpid()), 500
+    return jsonify(id=user.id, email=user.email, pid=os.getpid())

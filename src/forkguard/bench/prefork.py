@@ -1,0 +1,493 @@
+"""Preload vs lazy under real uWSGI and gunicorn: memory, start-up, respawn and throughput.
+
+One run = one server, one worker count, one variant, with :mod:`.memapp`:
+
+* ``lazy`` - uWSGI ``--lazy-apps`` / gunicorn without ``--preload`` (every worker imports the
+  app and builds its own working set; no forkguard - the usual answer to the fork problem);
+* ``forkguard`` - preloaded, ``forkguard.install()``;
+* ``forkguard-freeze`` - preloaded, ``forkguard.install()`` with ``FORKGUARD_FREEZE_GC=1``.
+
+Phases, in order: start (time until every worker has answered), memory at ready, a bounded load
+(the lab's load client: echo / read / write through the database), memory after load, one full
+``gc.collect()`` in every worker, memory after that, then SIGKILL one worker and time until a
+new one answers a database request (median of a few kills). The server is then stopped: its
+whole process group, SIGTERM then SIGKILL, whatever happened.
+
+Why not the lab's ``AppServer``: it loads the lab's app with a fixed four workers; this needs
+its own app and 4 or 8 workers, so the small server control lives here (the lab's load client
+and ``free_port`` are reused as they are).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import sqlalchemy as sa
+
+from forkguard.lab.load import run_load
+from forkguard.lab.servers import free_port
+
+from .hotpath import BACKENDS
+from .timing import median
+
+log = logging.getLogger("forkguard.bench")
+
+SERVERS = ("uwsgi", "gunicorn")
+VARIANTS = ("lazy", "forkguard", "forkguard-freeze")
+VARIANT_LABELS = {
+    "lazy": "lazy-apps / no --preload",
+    "forkguard": "preload + forkguard",
+    "forkguard-freeze": "preload + forkguard + freeze_gc",
+}
+PHASES = ("ready", "load", "gc")
+
+
+@dataclass
+class PreforkConfig:
+    servers: Sequence[str] = SERVERS
+    workers: Sequence[int] = (4, 8)
+    mb: float = 300.0
+    load_seconds: float = 5.0
+    respawns: int = 3
+    backend: str = "mariadb"
+    start_timeout: float = 120.0
+    run_timeout: float = 240.0
+
+
+@dataclass
+class Memory:
+    pss_kb: int = 0
+    uss_kb: int = 0
+    rss_kb: int = 0
+    master_pss_kb: int = 0
+    workers_pss_kb: int = 0
+    workers_uss_kb: int = 0
+    processes: int = 0
+
+
+@dataclass
+class Run:
+    server: str
+    workers: int
+    variant: str
+    startup_s: float = 0.0
+    memory: dict[str, Memory] = field(default_factory=dict)
+    throughput_rps: float = 0.0
+    load_requests: int = 0
+    load_errors: int = 0
+    gc_seconds: list[float] = field(default_factory=list)
+    gc_freeze_counts: list[int] = field(default_factory=list)
+    respawn_s: list[float] = field(default_factory=list)
+    error: Optional[str] = None
+
+    @property
+    def respawn_median(self) -> float:
+        return median(self.respawn_s) if self.respawn_s else float("nan")
+
+
+# ---- processes and memory ------------------------------------------------------------------
+
+
+def _bin(name: str) -> str:
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(here, os.X_OK):
+        return here
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed: pip install 'forkguard[lab]'")
+    return found
+
+
+def children_of(ppid: int) -> list[int]:
+    """Live (non-zombie) children of ``ppid`` from /proc."""
+    out: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read().decode()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2 :].split()
+        if len(rest) >= 2 and rest[1] == str(ppid) and rest[0] != "Z":
+            out.append(int(name))
+    return sorted(out)
+
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """Rss, Pss, Private_Clean and Private_Dirty (kB) of one process; {} if it is gone."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                    out[key] = int(rest.split()[0])
+    except OSError as exc:
+        log.warning("no smaps_rollup for pid %d: %s", pid, exc)
+    return out
+
+
+def measure_memory(master: int) -> Memory:
+    mem = Memory()
+    for pid in [master, *children_of(master)]:
+        roll = smaps_rollup(pid)
+        if not roll:
+            continue
+        uss = roll.get("Private_Clean", 0) + roll.get("Private_Dirty", 0)
+        mem.pss_kb += roll.get("Pss", 0)
+        mem.uss_kb += uss
+        mem.rss_kb += roll.get("Rss", 0)
+        mem.processes += 1
+        if pid == master:
+            mem.master_pss_kb = roll.get("Pss", 0)
+        else:
+            mem.workers_pss_kb += roll.get("Pss", 0)
+            mem.workers_uss_kb += uss
+    return mem
+
+
+def http_json(port: int, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, json.loads(raw) if raw else None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        log.debug("GET %s: %s", path, exc)
+        return 0, None
+    finally:
+        conn.close()
+
+
+def burst(port: int, path: str, n: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+    """``n`` concurrent GETs; the JSON bodies of the 200 answers. With a ``hold`` in the path
+    each worker stays busy, so the burst spreads over the workers."""
+    bodies: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        status, body = http_json(port, path, timeout)
+        if status == 200 and isinstance(body, dict):
+            with lock:
+                bodies.append(body)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout + 1)
+    return bodies
+
+
+# ---- one server ----------------------------------------------------------------------------
+
+
+class Server:
+    """uWSGI or gunicorn with :mod:`.memapp`, in its own process group on 127.0.0.1."""
+
+    def __init__(
+        self, kind: str, variant: str, workers: int, env: dict[str, str], workdir: str
+    ) -> None:
+        self.kind, self.variant, self.workers = kind, variant, workers
+        self.port = free_port()
+        self.env = env
+        self.log_path = os.path.join(workdir, f"{kind}-{variant}-{workers}.log")
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self._log: Any = None
+        lazy = variant == "lazy"
+        if kind == "uwsgi":
+            self.argv = [
+                _bin("uwsgi"),
+                "--master",
+                "--processes",
+                str(workers),
+                "--http-socket",
+                f"127.0.0.1:{self.port}",
+                "--module",
+                "forkguard.bench.memapp:app",
+                "--virtualenv",
+                sys.prefix,
+                "--die-on-term",
+                "--need-app",
+                "--disable-logging",
+                "--harakiri",
+                "60",
+                "--listen",
+                "128",
+                "--min-worker-lifetime",
+                "0",
+                "--forkbomb-delay",
+                "0",
+                "--reload-mercy",
+                "2",
+                "--worker-reload-mercy",
+                "2",
+                "--ignore-sigpipe",
+                "--ignore-write-errors",
+                "--disable-write-exception",
+            ]
+            if lazy:
+                self.argv.append("--lazy-apps")
+        elif kind == "gunicorn":
+            self.argv = [
+                _bin("gunicorn"),
+                "forkguard.bench.memapp:app",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "sync",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "2",
+                "--backlog",
+                "128",
+            ]
+            if not lazy:
+                self.argv.append("--preload")
+        else:
+            raise ValueError(f"unknown server {kind!r}; expected one of {SERVERS}")
+
+    @property
+    def master(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float) -> float:
+        """Start; seconds until every worker has answered a request."""
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        seen: set[int] = set()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited at start; log:\n{self.tail()}")
+            pids = set(children_of(self.master))
+            if len(pids) >= self.workers:
+                for body in burst(self.port, "/health?hold=0.05", 2 * self.workers):
+                    seen.add(int(body["pid"]))
+                if len(seen & pids) >= self.workers:
+                    return time.monotonic() - t0
+            else:
+                time.sleep(0.02)
+        raise RuntimeError(f"{self.kind} not ready in {timeout:.0f}s; log:\n{self.tail()}")
+
+    def collect_everywhere(self, timeout: float) -> tuple[list[float], list[int]]:
+        """One full collection in every worker (``/gc`` until each current pid has answered)."""
+        want = set(children_of(self.master))
+        done: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while not want <= set(done) and time.monotonic() < deadline:
+            for body in burst(self.port, "/gc?hold=0.3", 2 * self.workers, timeout=30.0):
+                done.setdefault(int(body["pid"]), body)
+        if not want <= set(done):
+            raise RuntimeError(f"only {len(set(done) & want)}/{len(want)} workers collected")
+        return (
+            [float(done[p]["seconds"]) for p in sorted(want)],
+            [int(done[p]["freeze_count"]) for p in sorted(want)],
+        )
+
+    def respawn(self, timeout: float) -> float:
+        """SIGKILL one worker; seconds until a new worker answers a database request."""
+        before = set(children_of(self.master))
+        if len(before) < self.workers:
+            raise RuntimeError(f"{len(before)}/{self.workers} workers before the kill")
+        t0 = time.monotonic()
+        os.kill(min(before), signal.SIGKILL)
+        path = f"/echo?token={uuid.uuid4().hex}&hold=0.02"
+        while time.monotonic() - t0 < timeout:
+            for body in burst(self.port, path, 2 * self.workers):
+                if int(body["pid"]) not in before:
+                    return time.monotonic() - t0
+        raise RuntimeError(f"no new worker served within {timeout:.0f}s")
+
+    def wait_workers(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = children_of(self.master)
+            if len(pids) >= self.workers:
+                bodies = burst(self.port, "/health?hold=0.05", 2 * self.workers)
+                if len({int(b["pid"]) for b in bodies} & set(pids)) >= self.workers:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"workers did not come back within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(8)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s master %d did not stop; killing its group", self.kind, proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, nbytes: int = 3000) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                return fh.read().decode("utf-8", "replace")[-nbytes:]
+        except OSError as exc:
+            return f"(cannot read {self.log_path}: {exc})"
+
+
+def _env(variant: str, db_url: str, table: str, mb: float) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("FORKGUARD_MODE", "FORKGUARD_TRACE", "FORKGUARD_FREEZE_GC"):
+        env.pop(var, None)
+    env.update(
+        FG_BENCH_DB_URL=db_url,
+        FG_BENCH_TABLE=table,
+        FG_BENCH_MB=str(mb),
+        FG_BENCH_GUARD="none" if variant == "lazy" else "forkguard",
+        PYTHONUNBUFFERED="1",
+    )
+    if variant == "forkguard-freeze":
+        env["FORKGUARD_FREEZE_GC"] = "1"
+    return env
+
+
+def one_run(
+    cfg: PreforkConfig, kind: str, workers: int, variant: str, db_url: str, table: str, tmp: str
+) -> Run:
+    run = Run(server=kind, workers=workers, variant=variant)
+    server = Server(kind, variant, workers, _env(variant, db_url, table, cfg.mb), tmp)
+    t_begin = time.monotonic()
+    try:
+        run.startup_s = server.start(cfg.start_timeout)
+        run.memory["ready"] = measure_memory(server.master)
+        load = run_load(
+            server.port,
+            total=10**7,
+            concurrency=max(8, 2 * workers),
+            time_cap=cfg.load_seconds,
+            request_timeout=30.0,
+        )
+        run.load_requests, run.load_errors = load.requests, load.http_errors
+        run.throughput_rps = load.ok / load.elapsed if load.elapsed > 0 else 0.0
+        if load.http_errors or load.echo_mismatches or load.read_mismatches:
+            log.warning(
+                "%s %s x%d: %d errors, %d echo / %d read mismatches under load",
+                kind,
+                variant,
+                workers,
+                load.http_errors,
+                load.echo_mismatches,
+                load.read_mismatches,
+            )
+        run.memory["load"] = measure_memory(server.master)
+        run.gc_seconds, run.gc_freeze_counts = server.collect_everywhere(cfg.start_timeout)
+        run.memory["gc"] = measure_memory(server.master)
+        for i in range(cfg.respawns):
+            if i:
+                server.wait_workers(cfg.start_timeout)
+            run.respawn_s.append(server.respawn(cfg.start_timeout))
+            if time.monotonic() - t_begin > cfg.run_timeout:
+                log.warning("%s %s x%d: run budget spent, fewer respawns", kind, variant, workers)
+                break
+    except Exception as exc:
+        log.exception("%s %s x%d failed", kind, variant, workers)
+        run.error = f"{type(exc).__name__}: {str(exc)[:500]}"
+    finally:
+        server.stop()
+    return run
+
+
+def _table_ddl(backend: str, table: str) -> str:
+    if backend == "mariadb":
+        return (
+            f"CREATE TABLE {table} (id INTEGER AUTO_INCREMENT PRIMARY KEY, "
+            "email VARCHAR(190) NOT NULL UNIQUE, name VARCHAR(100) NOT NULL DEFAULT '')"
+        )
+    return (
+        f"CREATE TABLE {table} (id SERIAL PRIMARY KEY, "
+        "email VARCHAR(190) NOT NULL UNIQUE, name VARCHAR(100) NOT NULL DEFAULT '')"
+    )
+
+
+def run_prefork(cfg: PreforkConfig) -> dict[str, Any]:
+    db_url = BACKENDS[cfg.backend]
+    table = f"fg_bench_users_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    runs: list[Run] = []
+    with admin.begin() as conn:
+        conn.execute(sa.text(_table_ddl(cfg.backend, table)))
+    tmp = tempfile.mkdtemp(prefix="fg_bench_")
+    try:
+        for kind in cfg.servers:
+            for workers in cfg.workers:
+                for variant in VARIANTS:
+                    log.info("prefork: %s x%d %s", kind, workers, variant)
+                    runs.append(one_run(cfg, kind, workers, variant, db_url, table, tmp))
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        admin.dispose()
+        failed = any(r.error for r in runs)
+        if failed:
+            log.warning("server logs kept in %s", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "config": {
+            "servers": list(cfg.servers),
+            "workers": list(cfg.workers),
+            "mb": cfg.mb,
+            "load_seconds": cfg.load_seconds,
+            "respawns": cfg.respawns,
+            "backend": cfg.backend,
+            "driver_url": sa.engine.make_url(db_url).render_as_string(hide_password=True),
+        },
+        "runs": [run_to_dict(r) for r in runs],
+    }
+
+
+def run_to_dict(run: Run) -> dict[str, Any]:
+    return {
+        "server": run.server,
+        "workers": run.workers,
+        "variant": run.variant,
+        "startup_s": run.startup_s,
+        "memory": {phase: vars(mem).copy() for phase, mem in run.memory.items()},
+        "throughput_rps": run.throughput_rps,
+        "load_requests": run.load_requests,
+        "load_errors": run.load_errors,
+        "gc_seconds": run.gc_seconds,
+        "gc_freeze_counts": run.gc_freeze_counts,
+        "respawn_s": run.respawn_s,
+        "respawn_median_s": run.respawn_median if run.respawn_s else None,
+        "error": run.error,
+    }

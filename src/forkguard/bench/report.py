@@ -1,0 +1,693 @@
+"""Turn ``results.json`` into the terminal table, the PNG charts and the two docs pages.
+
+Everything printed or written is computed from the JSON alone, so the docs can be regenerated
+from a stored run (``python -m forkguard.bench --from-json bench-results/results.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
+
+from .machine import one_line
+from .prefork import VARIANT_LABELS, VARIANTS
+
+log = logging.getLogger("forkguard.bench")
+
+HOT_TARGET = 1.02
+BARE_TARGET_NS = 1000.0
+PSS_TARGET = 0.5
+RESPAWN_TARGET = 0.2
+THROUGHPUT_TARGET = 1.0
+FREEZE_GC_TARGET = 0.6
+FREEZE_THROUGHPUT_TARGET = 0.95
+TIMES = "\u00d7"
+IMG_OVERVIEW = "bench-overview.png"
+IMG_MEMORY = "bench-memory.png"
+
+
+# ---- figures derived from the runs ---------------------------------------------------------
+
+
+def _runs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = doc.get("prefork", {}).get("runs", [])
+    return runs
+
+
+def find_run(
+    doc: dict[str, Any], server: str, workers: int, variant: str
+) -> Optional[dict[str, Any]]:
+    for run in _runs(doc):
+        if (run["server"], run["workers"], run["variant"]) == (server, workers, variant):
+            return run if not run.get("error") else None
+    return None
+
+
+def _mem(run: Optional[dict[str, Any]], phase: str, key: str = "pss_kb") -> float:
+    if run is None or phase not in run.get("memory", {}):
+        return float("nan")
+    return float(run["memory"][phase][key])
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (server, workers, variant != lazy): every figure as a ratio to lazy."""
+    out: list[dict[str, Any]] = []
+    cfg = doc.get("prefork", {}).get("config", {})
+    for server in cfg.get("servers", []):
+        for workers in cfg.get("workers", []):
+            lazy = find_run(doc, server, workers, "lazy")
+            for variant in VARIANTS[1:]:
+                run = find_run(doc, server, workers, variant)
+                row: dict[str, Any] = {"server": server, "workers": workers, "variant": variant}
+                for phase in ("ready", "load", "gc"):
+                    row[f"pss_{phase}"] = _ratio(_mem(run, phase), _mem(lazy, phase))
+                    row[f"workers_pss_{phase}"] = _ratio(
+                        _mem(run, phase, "workers_pss_kb"), _mem(lazy, phase, "workers_pss_kb")
+                    )
+                    row[f"uss_{phase}"] = _ratio(
+                        _mem(run, phase, "uss_kb"), _mem(lazy, phase, "uss_kb")
+                    )
+                row["startup"] = _ratio(
+                    run["startup_s"] if run else float("nan"),
+                    lazy["startup_s"] if lazy else float("nan"),
+                )
+                row["respawn"] = _ratio(
+                    float(run["respawn_median_s"])
+                    if run and run["respawn_median_s"]
+                    else float("nan"),
+                    float(lazy["respawn_median_s"])
+                    if lazy and lazy["respawn_median_s"]
+                    else float("nan"),
+                )
+                row["throughput"] = _ratio(
+                    run["throughput_rps"] if run else float("nan"),
+                    lazy["throughput_rps"] if lazy else float("nan"),
+                )
+                out.append(row)
+    return out
+
+
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each issue target with the measured value and whether it is met."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, target: str, value: float, met: bool, fmt: str = "{:.3f}") -> None:
+        out.append(
+            {
+                "target": name,
+                "wanted": target,
+                "measured": "n/a" if math.isnan(value) else fmt.format(value),
+                "met": None if math.isnan(value) else met,
+            }
+        )
+
+    hot = doc.get("hotpath", {})
+    for backend, q in hot.get("query", {}).items():
+        r = q["ratio_forkguard"]["median"]
+        add(f"hot path guarded/unguarded, {backend}", f"<= {HOT_TARGET}", r, r <= HOT_TARGET)
+    for backend, b in hot.get("bare", {}).items():
+        ns = b["added_ns"]["median"]
+        add(
+            f"bare checkout+checkin: ns added, {backend}",
+            "<= 1000 ns",
+            ns,
+            ns <= BARE_TARGET_NS,
+            "{:.0f} ns",
+        )
+    for row in prefork_ratios(doc):
+        tag = f"{row['server']} x{row['workers']}, {VARIANT_LABELS[row['variant']]}"
+        if row["workers"] == 4 and row["variant"] == "forkguard":
+            add(
+                f"total PSS at ready / lazy, {tag}",
+                f"<= {PSS_TARGET}",
+                row["pss_ready"],
+                row["pss_ready"] <= PSS_TARGET,
+            )
+        if row["variant"] == "forkguard":
+            add(
+                f"respawn time / lazy, {tag}",
+                f"<= {RESPAWN_TARGET}",
+                row["respawn"],
+                row["respawn"] <= RESPAWN_TARGET,
+            )
+            add(
+                f"throughput / lazy, {tag}",
+                f">= {THROUGHPUT_TARGET}",
+                row["throughput"],
+                row["throughput"] >= THROUGHPUT_TARGET,
+            )
+        if row["workers"] == 4 and row["variant"] == "forkguard-freeze":
+            add(
+                f"total PSS after load + full GC / lazy, {tag}",
+                f"<= {FREEZE_GC_TARGET}",
+                row["pss_gc"],
+                row["pss_gc"] <= FREEZE_GC_TARGET,
+            )
+            add(
+                f"throughput / lazy, {tag}",
+                f">= {FREEZE_THROUGHPUT_TARGET}",
+                row["throughput"],
+                row["throughput"] >= FREEZE_THROUGHPUT_TARGET,
+            )
+    return out
+
+
+# ---- text ----------------------------------------------------------------------------------
+
+
+def _f(x: float, fmt: str = "{:.2f}") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def _mb(kb: float) -> str:
+    return _f(kb / 1024.0, "{:.0f}")
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def hotpath_rows(doc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    hot = doc.get("hotpath", {})
+    for backend, q in hot.get("query", {}).items():
+        ns = q["ns"]
+        r = q["ratio_forkguard"]
+        rows.append(
+            [
+                backend,
+                _f(ns["unguarded"]["median"] / 1000, "{:.1f}"),
+                _f(ns["forkguard"]["median"] / 1000, "{:.1f}"),
+                f"{_f(r['median'], '{:.3f}')} ({_f(r['q1'], '{:.3f}')}-{_f(r['q3'], '{:.3f}')})",
+                _f(q["added_ns"]["median"], "{:+.0f}"),
+            ]
+        )
+    return rows
+
+
+def bare_rows(doc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for backend, b in doc.get("hotpath", {}).get("bare", {}).items():
+        ns = b["ns"]
+        split = b.get("split_ns", {})
+        rows.append(
+            [
+                backend,
+                _f(ns["unguarded"]["median"], "{:.0f}"),
+                _f(ns["forkguard"]["median"], "{:.0f}"),
+                _f(b["added_ns"]["median"], "{:+.0f}"),
+                _f(split.get("checkout_dispatch", {}).get("median", float("nan")), "{:+.0f}"),
+                _f(split.get("reset_dispatch", {}).get("median", float("nan")), "{:+.0f}"),
+                _f(split.get("forkguard_own", {}).get("median", float("nan")), "{:+.0f}"),
+            ]
+        )
+    return rows
+
+
+def fork_rows(doc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for backend, f in doc.get("forkcost", {}).get("backends", {}).items():
+        rows.append(
+            [
+                backend,
+                _f(f["ms"]["manual"]["median"], "{:.2f}"),
+                _f(f["ms"]["forkguard"]["median"], "{:.2f}"),
+                _f(f["ratio_forkguard"]["median"], "{:.2f}"),
+                _f(f["added_ms"], "{:+.2f}"),
+            ]
+        )
+    return rows
+
+
+def memory_rows(doc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for run in _runs(doc):
+        label = VARIANT_LABELS.get(run["variant"], run["variant"])
+        if run.get("error"):
+            rows.append(
+                [
+                    run["server"],
+                    str(run["workers"]),
+                    label,
+                    f"failed: {run['error'][:60]}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
+            continue
+        mem = run["memory"]
+        rows.append(
+            [
+                run["server"],
+                str(run["workers"]),
+                label,
+                _mb(mem["ready"]["pss_kb"]),
+                _mb(mem["load"]["pss_kb"]),
+                _mb(mem["gc"]["pss_kb"]),
+                _mb(mem["gc"]["uss_kb"]),
+                _f(run["startup_s"], "{:.2f}"),
+                _f(
+                    run["respawn_median_s"]
+                    if run["respawn_median_s"] is not None
+                    else float("nan"),
+                    "{:.2f}",
+                ),
+                _f(run["throughput_rps"], "{:.0f}"),
+            ]
+        )
+    return rows
+
+
+MEMORY_HEADER = (
+    "server",
+    "N",
+    "variant",
+    "PSS ready (MB)",
+    "PSS after load",
+    "PSS after full GC",
+    "USS after full GC",
+    "start-up (s)",
+    "respawn (s)",
+    "req/s",
+)
+
+
+def ratio_rows(doc: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            r["server"],
+            str(r["workers"]),
+            VARIANT_LABELS[r["variant"]],
+            _f(r["pss_ready"]),
+            _f(r["pss_load"]),
+            _f(r["pss_gc"]),
+            _f(r["workers_pss_ready"]),
+            _f(r["startup"]),
+            _f(r["respawn"]),
+            _f(r["throughput"]),
+        ]
+        for r in prefork_ratios(doc)
+    ]
+
+
+RATIO_HEADER = (
+    "server",
+    "N",
+    "variant (vs lazy)",
+    "PSS ready",
+    "PSS after load",
+    "PSS after full GC",
+    "workers-only PSS ready",
+    "start-up",
+    "respawn",
+    "req/s",
+)
+
+
+def target_rows(doc: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            t["target"],
+            t["wanted"],
+            t["measured"],
+            {True: "met", False: "**missed**", None: "n/a"}[t["met"]],
+        ]
+        for t in targets(doc)
+    ]
+
+
+def terminal(doc: dict[str, Any]) -> str:
+    """A plain-text summary (markdown tables read fine in a terminal)."""
+    parts = [f"forkguard bench: {doc.get('command')}", one_line(doc.get("machine", {}))]
+    if doc.get("hotpath"):
+        parts += [
+            "",
+            "Hot path: checkout + SELECT 1 + checkin (us per op, median; ratio median (Q1-Q3))",
+            md_table(
+                ("backend", "unguarded us", "forkguard us", "ratio", "ns added"), hotpath_rows(doc)
+            ),
+            "",
+            "Bare checkout + checkin, no query (ns per op)",
+            md_table(BARE_HEADER, bare_rows(doc)),
+            _micro_line(doc),
+        ]
+    if doc.get("forkcost"):
+        parts += [
+            "",
+            "First working connection after fork (ms)",
+            md_table(FORK_HEADER, fork_rows(doc)),
+        ]
+    if doc.get("prefork"):
+        parts += [
+            "",
+            "Preload vs lazy (absolute)",
+            md_table(MEMORY_HEADER, memory_rows(doc)),
+            "",
+            "Preload vs lazy (ratios to lazy)",
+            md_table(RATIO_HEADER, ratio_rows(doc)),
+        ]
+    parts += ["", "Targets", md_table(("target", "wanted", "measured", ""), target_rows(doc))]
+    parts.append(
+        f"load average at start {doc.get('machine', {}).get('load_at_start')}, at end "
+        f"{doc.get('load_at_end')}; took {_f(doc.get('duration_s', float('nan')), '{:.0f}')} s"
+    )
+    return "\n".join(parts)
+
+
+BARE_HEADER = (
+    "backend",
+    "unguarded ns",
+    "forkguard ns",
+    "added ns",
+    "of which: checkout dispatch",
+    "reset dispatch",
+    "forkguard's own code",
+)
+FORK_HEADER = ("backend", "manual dispose(close=False)", "forkguard", "ratio", "difference ms")
+
+
+def _micro_line(doc: dict[str, Any]) -> str:
+    m = doc.get("hotpath", {}).get("micro", {})
+    if not m:
+        return ""
+    return (
+        f"one fork check (forkguard._fork.check): {_f(m['fork_check_ns'], '{:.0f}')} ns "
+        f"(MADV_WIPEONFORK marker: {'yes' if m['wipeonfork_marker'] else 'no, getpid()'}); "
+        f"os.getpid(): {_f(m['getpid_ns'], '{:.0f}')} ns; an empty Python call: "
+        f"{_f(m['python_call_ns'], '{:.0f}')} ns"
+    )
+
+
+# ---- charts --------------------------------------------------------------------------------
+
+
+def charts(doc: dict[str, Any], img_dir: str) -> list[str]:
+    """Write the PNG charts (matplotlib, Agg); returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(img_dir, exist_ok=True)
+    written: list[str] = []
+    hot = doc.get("hotpath", {})
+    fork = doc.get("forkcost", {}).get("backends", {})
+    if hot or fork:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        ax = axes[0]
+        labels, values, errs = [], [], []
+        for kind, name in (("query", "SELECT 1"), ("bare", "bare checkout")):
+            for backend, res in hot.get(kind, {}).items():
+                r = res["ratio_forkguard"]
+                labels.append(f"{backend}\n{name}")
+                values.append(r["median"])
+                errs.append([[r["median"] - r["q1"]], [r["q3"] - r["median"]]])
+        for i, (v, e) in enumerate(zip(values, errs)):
+            ax.bar(i, v, color="#4477aa", yerr=e, capsize=4)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(
+            HOT_TARGET, color="#cc3311", linestyle="--", linewidth=1, label=f"target {HOT_TARGET}"
+        )
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_ylabel("guarded / unguarded (median, Q1-Q3)")
+        ax.set_title("Pool hot path", fontsize=10)
+        ax.legend(fontsize=8)
+        ax = axes[1]
+        backends = list(fork)
+        for j, variant in enumerate(("manual", "forkguard")):
+            ax.bar(
+                [i + 0.4 * j for i in range(len(backends))],
+                [fork[b]["ms"][variant]["median"] for b in backends],
+                width=0.4,
+                label="dispose(close=False) by hand" if variant == "manual" else "forkguard",
+                color="#bbbbbb" if variant == "manual" else "#4477aa",
+            )
+        ax.set_xticks([i + 0.2 for i in range(len(backends))], backends)
+        ax.set_ylabel("ms, fork() to first SELECT 1 in the child")
+        ax.set_title("First working connection after fork", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(img_dir, IMG_OVERVIEW)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    cfg = doc.get("prefork", {}).get("config", {})
+    cells = [(s, n) for s in cfg.get("servers", []) for n in cfg.get("workers", [])]
+    if cells:
+        fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 3.8), squeeze=False)
+        colors = {"lazy": "#bbbbbb", "forkguard": "#4477aa", "forkguard-freeze": "#228833"}
+        for ax, (server, workers) in zip(axes[0], cells):
+            for j, variant in enumerate(VARIANTS):
+                run = find_run(doc, server, workers, variant)
+                ax.bar(
+                    [i + 0.27 * j for i in range(3)],
+                    [_mem(run, p) / 1024 for p in ("ready", "load", "gc")],
+                    width=0.27,
+                    color=colors[variant],
+                    label=VARIANT_LABELS[variant],
+                )
+            ax.set_xticks([0.27, 1.27, 2.27], ["ready", "after load", "after full GC"], fontsize=8)
+            ax.set_title(f"{server}, {workers} workers", fontsize=10)
+            ax.set_ylabel("total PSS, master + workers (MB)")
+        axes[0][0].legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        path = os.path.join(img_dir, IMG_MEMORY)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ---- docs ----------------------------------------------------------------------------------
+
+
+def _machine_md(doc: dict[str, Any]) -> str:
+    m = doc.get("machine", {})
+    pk = m.get("packages", {})
+    servers = doc.get("hotpath", {}).get("query", {})
+    lines = [
+        f"- CPU: {m.get('cpu')}, {m.get('cores_usable')} cores usable, "
+        f"{m.get('mem_total_mb')} MB RAM",
+        f"- {m.get('kernel')}, {m.get('python')}",
+        "- " + ", ".join(f"{k} {v}" for k, v in pk.items()),
+    ]
+    for backend, q in servers.items():
+        lines.append(f"- {backend} server: {str(q.get('server_version', '')).split(',')[0]}")
+    lines.append(
+        "- load average (1/5/15 min) at start: "
+        f"{' / '.join(map(str, m.get('load_at_start', [])))}, "
+        f"at end: {' / '.join(map(str, doc.get('load_at_end', [])))} - the machine is shared"
+    )
+    lines.append(
+        f"- run {m.get('date')}, forkguard at commit {m.get('git_commit')}, "
+        f"took {_f(doc.get('duration_s', float('nan')), '{:.0f}')} s"
+    )
+    return "\n".join(lines)
+
+
+def _header(doc: dict[str, Any], title: str) -> str:
+    return (
+        f"# {title}\n\n"
+        "<!-- Generated by src/forkguard/bench/report.py from results.json; "
+        "do not edit by hand. -->\n\n"
+        f"Produced by **`{doc.get('command')}`** "
+        "(`make bench` runs `.venv/bin/python -m forkguard.bench`). "
+        "Regenerate this page from a stored run with "
+        "`python -m forkguard.bench --from-json bench-results/results.json`.\n\n"
+        f"{_machine_md(doc)}\n"
+    )
+
+
+def benchmarks_md(doc: dict[str, Any]) -> str:
+    hot = doc.get("hotpath", {})
+    cfg = hot.get("config", {})
+    fcfg = doc.get("forkcost", {}).get("config", {})
+    pcfg = doc.get("prefork", {}).get("config", {})
+    m = hot.get("micro", {})
+    parts = [
+        _header(doc, "Benchmarks"),
+        "Every figure is a ratio of two things measured side by side in this one run; timings are "
+        "medians over interleaved rounds (each round runs every configuration back to back, in an "
+        "order rotated every round). Ratios are the median of the per-round ratios, with the "
+        "quartiles in parentheses.\n",
+        "## Targets\n",
+        md_table(("target", "wanted", "measured", ""), target_rows(doc)),
+        "",
+        f"![hot path and fork cost](img/{IMG_OVERVIEW})\n",
+        "## 1. Hot path: checkout + `SELECT 1` + checkin\n",
+        f"One process, one `QueuePool` engine per server (C drivers: mysqlclient, psycopg2 - the "
+        f"cheaper the round trip, the more any overhead shows), {cfg.get('rounds')} rounds of "
+        f"{cfg.get('query_iterations')} x "
+        "`with engine.connect() as c: c.execute(text('SELECT 1'))`. "
+        "Guarded and unguarded are toggled with `forkguard.install()` / `forkguard.uninstall()` "
+        "between rounds: forkguard's listeners are class-level pool listeners, which SQLAlchemy "
+        "applies to existing pools at once, so every configuration runs on the very same pool, "
+        "connection and server session (the harness checks the listeners are really there, or "
+        "really gone, before each round).\n",
+        md_table(
+            ("server", "unguarded µs/op", "forkguard µs/op", "ratio", "ns added"), hotpath_rows(doc)
+        ),
+        "",
+        "## Bare checkout + checkin (no query: pure CPU)\n",
+        f"The same interleaving, {cfg.get('bare_iterations')} x `pool.connect().close()` per "
+        "round on "
+        "an engine with `pool_reset_on_return=None` (so checkin does no IO). Two extra "
+        "configurations split the added time: one do-nothing `checkout` listener, then do-nothing "
+        "`checkout` + `reset` listeners - the two pool events forkguard's listeners see on every "
+        "checkout/checkin.\n",
+        md_table(BARE_HEADER, bare_rows(doc)),
+        "",
+        "Where the time goes:\n",
+        "- **SQLAlchemy's event dispatch.** With no `checkout` listener and no pre-ping, "
+        "`_ConnectionFairy._checkout` returns at once; with *any* listener it takes the slow path "
+        "(a retry loop, a `try`, the dispatch call). With any `reset` listener, every checkin "
+        "builds a `PoolResetState` and dispatches. Those two columns are what any library "
+        "hooking these "
+        "events pays, before running a line of its own.\n"
+        "- **forkguard's own code** is two fork checks (checkout and reset) and an "
+        "`isinstance`. A fork check is one byte read of a `MADV_WIPEONFORK` page - the "
+        "kernel zeroes it in every "
+        f"child, however it was forked - so the common case is one compare, no syscall: "
+        f"{_f(m.get('fork_check_ns', float('nan')), '{:.0f}')} ns per call here, against "
+        f"{_f(m.get('getpid_ns', float('nan')), '{:.0f}')} ns for `os.getpid()` and "
+        f"{_f(m.get('python_call_ns', float('nan')), '{:.0f}')} ns for an empty Python call "
+        "(marker page in use: "
+        f"{'yes' if m.get('wipeonfork_marker') else 'no - getpid() fallback'}). "
+        "`os.getpid()` runs only in a child, once, after the marker reads 0.\n"
+        "- The `reset` listener is there for forks that run no hook (a `ctypes`/C-extension fork "
+        "with a connection checked out across it): it stops the rollback-on-return from reaching "
+        "the parent's socket. Its dispatch is the larger share of the bare cost.\n",
+        "## 2. Fork cost: first working connection in the child\n",
+        f"{fcfg.get('rounds')} interleaved rounds per server. The parent holds one pooled "
+        "connection, forks; the clock runs from just before `os.fork()` in the parent to the "
+        "child's first `SELECT 1` answered (forkguard's at-fork hook runs inside `os.fork()`, so a "
+        "child-side clock would hide it). *manual*: forkguard not installed, the child calls "
+        "`engine.dispose(close=False)` itself (SQLAlchemy's recipe; note that with mysqlclient "
+        "the dropped connection's dealloc sends `COM_QUIT` over the parent's socket - the harness "
+        "gives the parent a fresh connection every round). *forkguard*: the child does nothing.\n",
+        md_table(FORK_HEADER, fork_rows(doc)),
+        "",
+        "Both are dominated by opening a new connection (TCP + authentication); forkguard adds "
+        "neutralizing the inherited socket (`dup2` onto `/dev/null` after an (st_dev, st_ino) "
+        "check) and swapping the stand-in into the pool record.\n",
+        "## 3-4. Preload vs lazy: memory, start-up, respawn, throughput\n",
+        f"A Flask-SQLAlchemy app building ~{_f(pcfg.get('mb', float('nan')), '{:.0f}')} MB of "
+        f"GC-tracked rows at import ({pcfg.get('driver_url')}), under uWSGI and gunicorn "
+        f"with {', '.join(map(str, pcfg.get('workers', [])))} sync workers; load: the lab's load "
+        f"client (echo / read / write through the database) for {pcfg.get('load_seconds')} s. "
+        "Total PSS is master + workers. Details, the method and the `freeze_gc` story: "
+        "[memory.md](memory.md).\n",
+        md_table(MEMORY_HEADER, memory_rows(doc)),
+        "",
+        md_table(RATIO_HEADER, ratio_rows(doc)),
+        "",
+        f"![memory](img/{IMG_MEMORY})\n",
+        "Single runs per cell (not medians: each server run takes 15-60 s); read the throughput "
+        "ratios as ±10 % on a shared 2-core machine where the load client competes with the "
+        "workers for CPU.\n",
+    ]
+    return "\n".join(parts)
+
+
+def memory_md(doc: dict[str, Any]) -> str:
+    pcfg = doc.get("prefork", {}).get("config", {})
+    rows4 = [r for r in prefork_ratios(doc) if r["workers"] == min(pcfg.get("workers", [4]) or [4])]
+    why = md_table(
+        (
+            "server",
+            "variant, vs lazy-apps",
+            "memory at ready",
+            "after load",
+            "after load + full GC",
+            "start-up",
+            "respawn",
+            "req/s",
+        ),
+        [
+            [
+                r["server"],
+                VARIANT_LABELS[r["variant"]],
+                _f(r["pss_ready"]) + TIMES,
+                _f(r["pss_load"]) + TIMES,
+                _f(r["pss_gc"]) + TIMES,
+                _f(r["startup"]) + TIMES,
+                _f(r["respawn"]) + TIMES,
+                _f(r["throughput"]) + TIMES,
+            ]
+            for r in rows4
+        ],
+    )
+    n = rows4[0]["workers"] if rows4 else "?"
+    parts = [
+        _header(doc, "Memory: why preload, and `freeze_gc`"),
+        "## Why preload?\n",
+        f"{n} workers, an app holding ~{_f(pcfg.get('mb', float('nan')), '{:.0f}')} MB at import; "
+        "every figure is preload (fixed by forkguard) divided by lazy-apps / gunicorn without "
+        "`--preload` - the usual workaround for the fork problem - measured in the same run. "
+        "Memory is total PSS of master + workers.\n",
+        why,
+        "",
+        "Preloading imports the app once in the master; the workers share its pages copy-on-write, "
+        "start without importing anything, and a killed worker is replaced by a fork instead of a "
+        "fresh import. lazy-apps gives all of that up to avoid sharing database connections - "
+        "forkguard makes the sharing safe instead.\n",
+        "## Keeping the pages shared: `freeze_gc`\n",
+        "Sharing erodes in two ways. Requests that read the working set bump reference counts, "
+        "which writes to object headers and un-shares their pages (the *after load* column). And "
+        "one full `gc.collect()` in a worker writes to the header of every tracked object it "
+        "examines - nearly the whole inherited heap. `forkguard.install(freeze_gc=True)` (or "
+        "`FORKGUARD_FREEZE_GC=1`) calls `gc.collect()` + `gc.freeze()` in the master right "
+        "before each `os.fork()` (gunicorn, multiprocessing); under uWSGI, which forks from C, "
+        "`gc.freeze()` runs first thing in each worker. Frozen objects sit in a permanent "
+        "generation the collector never visits, so a worker's full collection leaves them, and "
+        "their pages, alone.\n",
+        "## All runs\n",
+        md_table(MEMORY_HEADER, memory_rows(doc)),
+        "",
+        md_table(RATIO_HEADER, ratio_rows(doc)),
+        "",
+        f"![memory](img/{IMG_MEMORY})\n",
+        "## How it is measured\n",
+        "- App: `forkguard/bench/memapp.py` - Flask + Flask-SQLAlchemy; at import it builds "
+        "rows of `{id, name, score, tags: [..]}` (dicts holding a list: tracked by the cyclic GC, "
+        "never untracked) and runs a query with an app context pushed and never popped (the "
+        "seed's style: the master holds a checked-out connection). Every request reads a random "
+        "0.1 % slice of the rows.\n"
+        "- Servers: uWSGI `--master --processes N` (`--lazy-apps` for lazy) and gunicorn sync "
+        "workers (`--preload` unless lazy), each in its own process group on 127.0.0.1, stopped "
+        "(SIGTERM, then SIGKILL to the group) after every run.\n"
+        "- *Ready*: every worker has answered a request; start-up is the time from launching the "
+        "server to that point. *After load*: the lab's load client (echo, reads, writes) for "
+        f"{pcfg.get('load_seconds')} s. *After full GC*: `/gc` (one `gc.collect()`) answered "
+        "by every worker. PSS/USS from `/proc/PID/smaps_rollup` of the master and every worker.\n"
+        f"- *Respawn*: SIGKILL one worker, time until a new pid answers a database request; "
+        f"median of {pcfg.get('respawns')}. uWSGI's master notices a dead worker on its own "
+        "cycle, which bounds its preloaded respawn time from below.\n",
+    ]
+    return "\n".join(parts)
+
+
+def write_docs(doc: dict[str, Any], docs_dir: str) -> list[str]:
+    os.makedirs(docs_dir, exist_ok=True)
+    written = charts(doc, os.path.join(docs_dir, "img"))
+    for name, render in (("benchmarks.md", benchmarks_md), ("memory.md", memory_md)):
+        if name == "memory.md" and not doc.get("prefork"):
+            continue
+        path = os.path.join(docs_dir, name)
+        with open(path, "w") as fh:
+            fh.write(render(doc))
+        written.append(path)
+    return written

@@ -1,0 +1,124 @@
+"""Smoke test: ``python -m forkguard.bench --quick`` end to end on a tiny configuration.
+
+Checks the files and fields the docs generator relies on - never timings (the machine is
+shared; numbers belong in docs/benchmarks.md, from a real run).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forkguard.bench import report
+from forkguard.bench.prefork import VARIANTS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    out = tmp_path_factory.mktemp("bench-out")
+    docs = tmp_path_factory.mktemp("bench-docs")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "forkguard.bench",
+            "--quick",
+            "--servers",
+            "gunicorn",
+            "--out",
+            str(out),
+            "--docs",
+            str(docs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return out, docs, proc.stdout
+
+
+def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
+    out, _, _ = quick_run
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["quick"] is True
+    assert doc["command"].startswith("python -m forkguard.bench --quick")
+    machine = doc["machine"]
+    for key in ("cpu", "cores_usable", "kernel", "python", "packages", "load_at_start"):
+        assert machine[key], key
+    assert machine["packages"]["SQLAlchemy"] != "not installed"
+    assert len(doc["load_at_end"]) == 3
+
+    hot = doc["hotpath"]
+    assert set(hot["query"]) == {"mariadb", "postgresql"}
+    for backend in ("mariadb", "postgresql"):
+        q = hot["query"][backend]
+        assert len(q["raw_ns"]["unguarded"]) == len(q["raw_ns"]["forkguard"]) == 3
+        assert q["ratio_forkguard"]["median"] > 0
+        bare = hot["bare"][backend]
+        assert set(bare["ns"]) == {"unguarded", "noop-checkout", "noop-both", "forkguard"}
+        assert set(bare["split_ns"]) == {"checkout_dispatch", "reset_dispatch", "forkguard_own"}
+        fork = doc["forkcost"]["backends"][backend]
+        assert len(fork["raw_ms"]["forkguard"]) == len(fork["raw_ms"]["manual"]) == 4
+        assert all(ms > 0 for ms in fork["raw_ms"]["forkguard"])
+    assert hot["micro"]["fork_check_ns"] > 0
+
+    runs = doc["prefork"]["runs"]
+    assert [(r["server"], r["variant"]) for r in runs] == [("gunicorn", v) for v in VARIANTS]
+    for run in runs:
+        assert run["error"] is None, run
+        assert set(run["memory"]) == {"ready", "load", "gc"}
+        for mem in run["memory"].values():
+            assert mem["processes"] == 3  # master + 2 workers
+            assert mem["pss_kb"] > 0 and mem["uss_kb"] > 0
+        assert run["startup_s"] > 0 and run["respawn_median_s"] > 0
+        assert run["throughput_rps"] > 0 and run["load_errors"] == 0
+        assert len(run["gc_seconds"]) == 2
+    by_variant = {r["variant"]: r for r in runs}
+    # The freeze variant's workers really froze the inherited heap; the others did not.
+    assert all(n > 1000 for n in by_variant["forkguard-freeze"]["gc_freeze_counts"])
+    assert by_variant["forkguard"]["gc_freeze_counts"] == [0, 0]
+
+
+def test_outputs_and_docs_are_written(quick_run: tuple[Path, Path, str]) -> None:
+    out, docs, stdout = quick_run
+    for name in ("summary.txt", report.IMG_OVERVIEW, report.IMG_MEMORY):
+        assert (out / name).stat().st_size > 0, name
+    for name in (report.IMG_OVERVIEW, report.IMG_MEMORY):
+        assert (docs / "img" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bench_md = (docs / "benchmarks.md").read_text()
+    memory_md = (docs / "memory.md").read_text()
+    for text in (bench_md, memory_md):
+        assert "python -m forkguard.bench --quick" in text
+        assert "load average" in text
+    assert "## Targets" in bench_md and "Hot path" in stdout
+    assert "## Why preload?" in memory_md and "gunicorn" in memory_md
+
+
+def test_docs_regenerate_from_json(quick_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    out, _, _ = quick_run
+    regen = tmp_path / "docs"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "forkguard.bench",
+            "--from-json",
+            str(out / "results.json"),
+            "--docs",
+            str(regen),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (regen / "benchmarks.md").read_text().startswith("# Benchmarks")
