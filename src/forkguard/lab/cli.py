@@ -51,7 +51,7 @@ QUICK = Preset(
     drivers=("pymysql",),
     strategies=("none", "dispose", "lazy", "forkguard"),
     requests=300,
-    budget=80.0,
+    budget=70.0,
 )
 FULL = Preset(
     servers=SERVERS,
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         type=float,
         help="seconds for the whole run; each cell's load is capped to its share "
-        "(default 470; quick 80)",
+        "(default 470; quick 70)",
     )
     p.add_argument(
         "--style",

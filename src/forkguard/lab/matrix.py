@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from types import TracebackType
 from typing import Any, Callable, Optional
 
 from . import DRIVERS
 from .load import run_load
 from .logscan import scan
-from .runners import build_server, pss_kb
+from .runners import WORKERS, build_server, pss_kb
 from .servers import admin_execute
 
 log = logging.getLogger("forkguard.lab")
@@ -147,14 +150,16 @@ def run_cell(
             server, strategy, url, celldir, max_requests=max_requests, style=style
         )
         app_server.start()
-        load = run_load(
-            app_server.port,
-            total=requests,
-            concurrency=concurrency,
-            time_cap=time_cap,
-            seed=index,
-            progress=progress,
-        )
+        sampler = PssSampler(app_server.worker_pids)
+        with sampler:
+            load = run_load(
+                app_server.port,
+                total=requests,
+                concurrency=concurrency,
+                time_cap=time_cap,
+                seed=index,
+                progress=progress,
+            )
         res.requests, res.ok, res.http_errors = load.requests, load.ok, load.http_errors
         res.status_counts = dict(load.status_counts)
         res.echo_mismatches, res.read_mismatches = load.echo_mismatches, load.read_mismatches
@@ -163,11 +168,9 @@ def run_cell(
         res.worker_pids_seen = len(load.pids_seen)
         res.load_seconds = round(load.elapsed, 2)
         res.timed_out = load.timed_out
-        # Memory once the load is over: the workers have served requests, as in production.
-        workers = app_server.settle() if app_server.exited() is None else []
-        res.workers_pss_kb = sum(pss_kb(pid) for pid in workers)
+        res.workers_pss_kb = sampler.total_for(load.pids_seen, WORKERS)
         res.master_pss_kb = pss_kb(app_server.master_pid)
-        load_log = app_server.read_log()  # settle() touched no DB: its lines are the load's
+        load_log = app_server.read_log()
         kinds = scan(load_log)
         status = app_server.exited()
         if status is not None:
@@ -193,6 +196,51 @@ def run_cell(
         _drop(target, dbname)
         res.cell_seconds = round(time.monotonic() - t0, 2)
     return res
+
+
+class PssSampler:
+    """Samples every worker's PSS during the load and keeps each one's peak.
+
+    Why not one snapshot at the end: workers recycle all the time (that is how the lab makes
+    the master re-fork), so a snapshot catches some of them just forked - and a lazy-apps
+    worker that has not imported the app yet looks tiny. A worker's peak over its life, for
+    workers that served a request, is what that worker costs.
+    """
+
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.25) -> None:
+        self._pids = pids
+        self._interval = interval
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fg-lab-pss", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._pids():
+                kb = pss_kb(pid)
+                if kb > self.peaks.get(pid, 0):
+                    self.peaks[pid] = kb
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def total_for(self, served: set[int], workers: int) -> int:
+        """``workers`` x the median peak PSS of the workers that served a request (kB)."""
+        peaks = [kb for pid, kb in self.peaks.items() if pid in served and kb > 0]
+        if not peaks:
+            return 0
+        return int(statistics.median(peaks) * workers)
 
 
 def _create_tables(url: str, style: str, celldir: str) -> None:

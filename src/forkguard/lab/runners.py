@@ -109,34 +109,6 @@ class AppServer:
         status, _ = http_get(self.port, "/health", timeout=2.0)
         return status == 200
 
-    def settle(self, timeout: float = 5.0) -> list[int]:
-        """Wait until 4 workers are up *and each has answered*; return their pids.
-
-        Memory is compared after this: a lazy worker that has just been forked has not
-        imported the app yet and would look small; a preloaded one would not.
-        """
-        deadline = time.monotonic() + timeout
-        answered: set[int] = set()
-        lock = threading.Lock()
-
-        def probe() -> None:
-            status, body = http_get(self.port, "/health?hold=0.05", timeout=5.0)
-            if status == 200 and isinstance(body, dict) and isinstance(body.get("pid"), int):
-                with lock:
-                    answered.add(body["pid"])
-
-        pids = self.worker_pids()
-        while time.monotonic() < deadline:
-            pids = self.worker_pids()
-            if len(pids) >= WORKERS and set(pids) <= answered:
-                break
-            threads = [threading.Thread(target=probe) for _ in range(WORKERS * 2)]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-        return pids
-
     def worker_pids(self) -> list[int]:
         """The master's live children (its workers), from /proc."""
         if self.proc is None:
