@@ -32,15 +32,25 @@ def _child_uses_closes_disposes_collects(engine: sa.engine.Engine, sql: str) -> 
     return child
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS)
-@pytest.mark.parametrize("driver", SOCKET_DRIVERS)
-def test_child_gets_own_session_and_parent_survives(make_engine, driver, mechanism):
-    forkguard.install()
+def _engine_holding_a_connection(make_engine, driver: str) -> tuple[sa.engine.Engine, str, Any]:
+    """An engine whose pool holds one idle connection at fork, and that connection's session id."""
     url = URLS[driver]
     sql = session_id_sql(url)
     engine = make_engine(url)
     with engine.connect() as conn:
-        parent_session = conn.execute(sa.text(sql)).scalar()
+        return engine, sql, conn.execute(sa.text(sql)).scalar()
+
+
+def _parent_session(engine: sa.engine.Engine, sql: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).scalar()
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("driver", SOCKET_DRIVERS)
+def test_child_gets_own_session_and_parent_survives(make_engine, driver, mechanism):
+    forkguard.install()
+    engine, sql, parent_session = _engine_holding_a_connection(make_engine, driver)
 
     result = run_in_child(_child_uses_closes_disposes_collects(engine, sql), mechanism)
 
@@ -49,18 +59,13 @@ def test_child_gets_own_session_and_parent_survives(make_engine, driver, mechani
     stats = result["value"]["stats"]
     assert stats["forks_seen"] == 1
     assert stats["connections_neutralized"] == 1
-    with engine.connect() as conn:  # the very same pooled connection still answers
-        assert conn.execute(sa.text(sql)).scalar() == parent_session
+    assert _parent_session(engine, sql) == parent_session  # the very same connection answers
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 @pytest.mark.parametrize("driver", SOCKET_DRIVERS)
 def test_without_forkguard_the_child_breaks_the_parent(make_engine, driver, mechanism):
-    url = URLS[driver]
-    sql = session_id_sql(url)
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        parent_session = conn.execute(sa.text(sql)).scalar()
+    engine, sql, parent_session = _engine_holding_a_connection(make_engine, driver)
 
     result = run_in_child(_child_uses_closes_disposes_collects(engine, sql), mechanism)
 
@@ -68,8 +73,8 @@ def test_without_forkguard_the_child_breaks_the_parent(make_engine, driver, mech
     # Unprotected, the child's first checkout reuses the parent's very server session ...
     assert result["value"]["own"] == parent_session
     # ... and its dispose() closed it for the parent too.
-    with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
-        conn.execute(sa.text(sql)).scalar()
+    with pytest.raises(sa.exc.OperationalError):
+        _parent_session(engine, sql)
 
 
 @pytest.mark.parametrize("guarded", [True, False], ids=["forkguard", "unprotected"])
@@ -78,11 +83,7 @@ def test_mysqlclient_gc_of_disposed_pool_in_child(make_engine, guarded):
     freeing the old pool in the child runs mysql_close(), which sends COM_QUIT."""
     if guarded:
         forkguard.install()
-    url = URLS["mysqlclient"]
-    sql = session_id_sql(url)
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        parent_session = conn.execute(sa.text(sql)).scalar()
+    engine, sql, parent_session = _engine_holding_a_connection(make_engine, "mysqlclient")
 
     def child() -> None:
         engine.dispose(close=False)
@@ -90,11 +91,10 @@ def test_mysqlclient_gc_of_disposed_pool_in_child(make_engine, guarded):
 
     assert run_in_child(child, "os")["ok"]
     if guarded:
-        with engine.connect() as conn:
-            assert conn.execute(sa.text(sql)).scalar() == parent_session
+        assert _parent_session(engine, sql) == parent_session
     else:
-        with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
-            conn.execute(sa.text(sql)).scalar()
+        with pytest.raises(sa.exc.OperationalError):
+            _parent_session(engine, sql)
 
 
 @pytest.mark.parametrize("mechanism", ["os", "ctypes"])
@@ -104,16 +104,11 @@ def test_fork_is_noticed_without_madv_wipeonfork(make_engine, monkeypatch, mecha
 
     monkeypatch.setattr(_fork, "_marker", None)
     forkguard.install()
-    url = URLS["pymysql"]
-    sql = session_id_sql(url)
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        parent_session = conn.execute(sa.text(sql)).scalar()
+    engine, sql, parent_session = _engine_holding_a_connection(make_engine, "pymysql")
     result = run_in_child(_child_uses_closes_disposes_collects(engine, sql), mechanism)
     assert result["ok"], result
     assert result["value"]["own"] != parent_session
-    with engine.connect() as conn:
-        assert conn.execute(sa.text(sql)).scalar() == parent_session
+    assert _parent_session(engine, sql) == parent_session
 
 
 def test_the_marker_page_is_wiped_in_children():
