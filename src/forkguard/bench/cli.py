@@ -65,7 +65,7 @@ def _configs(args: argparse.Namespace) -> tuple[HotPathConfig, PreforkConfig]:
         hot = HotPathConfig(
             rounds=3, query_iterations=200, bare_iterations=3000, fork_rounds=4, micro_number=50000
         )
-        pre = PreforkConfig(workers=(2,), mb=16.0, load_seconds=1.0, respawns=1)
+        pre = PreforkConfig(workers=(2,), mb=16.0, load_seconds=1.0, load_rounds=2, respawns=1)
     else:
         hot, pre = HotPathConfig(), PreforkConfig()
     if args.rounds:

@@ -7,11 +7,13 @@ One run = one server, one worker count, one variant, with :mod:`.memapp`:
 * ``forkguard`` - preloaded, ``forkguard.install()``;
 * ``forkguard-freeze`` - preloaded, ``forkguard.install()`` with ``FORKGUARD_FREEZE_GC=1``.
 
-Phases, in order: start (time until every worker has answered), memory at ready, a bounded load
-(the lab's load client: echo / read / write through the database), memory after load, one full
-``gc.collect()`` in every worker, memory after that, then SIGKILL one worker and time until a
-new one answers a database request (median of a few kills). The server is then stopped: its
-whole process group, SIGTERM then SIGKILL, whatever happened.
+The three variants of one (server, worker count) run side by side. Phases, in order: start each
+server (time until every worker has answered) and measure its memory at ready; a bounded load
+(the lab's load client: echo / read / write through the database), interleaved between the
+three servers in rotating rounds; memory after load; one full ``gc.collect()`` in every worker;
+memory after that; then SIGKILL one worker and time until a new one answers a database request
+(median of a few kills). Every server is stopped - its whole process group, SIGTERM then
+SIGKILL - whatever happened.
 
 Why not the lab's ``AppServer``: it loads the lab's app with a fixed four workers; this needs
 its own app and 4 or 8 workers, so the small server control lives here (the lab's load client
@@ -43,7 +45,7 @@ from forkguard.lab.load import run_load
 from forkguard.lab.servers import free_port
 
 from .hotpath import BACKENDS
-from .timing import median
+from .timing import median, rotation
 
 log = logging.getLogger("forkguard.bench")
 
@@ -62,8 +64,9 @@ class PreforkConfig:
     servers: Sequence[str] = SERVERS
     workers: Sequence[int] = (4, 8)
     mb: float = 300.0
-    load_seconds: float = 5.0
-    respawns: int = 3
+    load_seconds: float = 6.0
+    load_rounds: int = 4
+    respawns: int = 2
     backend: str = "mariadb"
     start_timeout: float = 120.0
     run_timeout: float = 240.0
@@ -88,6 +91,7 @@ class Run:
     startup_s: float = 0.0
     memory: dict[str, Memory] = field(default_factory=dict)
     throughput_rps: float = 0.0
+    throughput_rounds: list[float] = field(default_factory=list)
     load_requests: int = 0
     load_errors: int = 0
     gc_seconds: list[float] = field(default_factory=list)
@@ -380,50 +384,88 @@ def _env(variant: str, db_url: str, table: str, mb: float) -> dict[str, str]:
     return env
 
 
-def one_run(
-    cfg: PreforkConfig, kind: str, workers: int, variant: str, db_url: str, table: str, tmp: str
-) -> Run:
-    run = Run(server=kind, workers=workers, variant=variant)
-    server = Server(kind, variant, workers, _env(variant, db_url, table, cfg.mb), tmp)
-    t_begin = time.monotonic()
+def _fail(run: Run, what: str, exc: BaseException) -> None:
+    log.error("%s %s x%d: %s failed", run.server, run.variant, run.workers, what, exc_info=exc)
+    if run.error is None:
+        run.error = f"{what}: {type(exc).__name__}: {str(exc)[:500]}"
+
+
+def run_cell(
+    cfg: PreforkConfig, kind: str, workers: int, db_url: str, table: str, tmp: str
+) -> list[Run]:
+    """The three variants of one (server, worker count), side by side.
+
+    All three servers stay up for the whole cell (an idle one costs no CPU), so the load can be
+    interleaved: ``load_rounds`` rounds, each loading every variant in turn (order rotated),
+    for ``load_seconds / load_rounds`` apiece; throughput ratios are per-round pairs. Start-up,
+    memory, collections and respawns are measured one server at a time.
+    """
+    runs = {v: Run(server=kind, workers=workers, variant=v) for v in VARIANTS}
+    servers: dict[str, Server] = {}
     try:
-        run.startup_s = server.start(cfg.start_timeout)
-        run.memory["ready"] = measure_memory(server.master)
-        load = run_load(
-            server.port,
-            total=10**7,
-            concurrency=max(8, 2 * workers),
-            time_cap=cfg.load_seconds,
-            request_timeout=30.0,
-        )
-        run.load_requests, run.load_errors = load.requests, load.http_errors
-        run.throughput_rps = load.ok / load.elapsed if load.elapsed > 0 else 0.0
-        if load.http_errors or load.echo_mismatches or load.read_mismatches:
-            log.warning(
-                "%s %s x%d: %d errors, %d echo / %d read mismatches under load",
-                kind,
-                variant,
-                workers,
-                load.http_errors,
-                load.echo_mismatches,
-                load.read_mismatches,
-            )
-        run.memory["load"] = measure_memory(server.master)
-        run.gc_seconds, run.gc_freeze_counts = server.collect_everywhere(cfg.start_timeout)
-        run.memory["gc"] = measure_memory(server.master)
-        for i in range(cfg.respawns):
-            if i:
-                server.wait_workers(cfg.start_timeout)
-            run.respawn_s.append(server.respawn(cfg.start_timeout))
-            if time.monotonic() - t_begin > cfg.run_timeout:
-                log.warning("%s %s x%d: run budget spent, fewer respawns", kind, variant, workers)
-                break
-    except Exception as exc:
-        log.exception("%s %s x%d failed", kind, variant, workers)
-        run.error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        for variant in VARIANTS:
+            run = runs[variant]
+            server = Server(kind, variant, workers, _env(variant, db_url, table, cfg.mb), tmp)
+            servers[variant] = server
+            try:
+                run.startup_s = server.start(cfg.start_timeout)
+                run.memory["ready"] = measure_memory(server.master)
+            except Exception as exc:
+                _fail(run, "start", exc)
+        live = [v for v in VARIANTS if runs[v].error is None]
+        slice_s = cfg.load_seconds / max(1, cfg.load_rounds)
+        for r in range(cfg.load_rounds):
+            for variant in rotation(live, r):
+                run = runs[variant]
+                load = run_load(
+                    servers[variant].port,
+                    total=10**7,
+                    concurrency=max(8, 2 * workers),
+                    time_cap=slice_s,
+                    request_timeout=30.0,
+                    seed=r,
+                )
+                run.load_requests += load.requests
+                run.load_errors += load.http_errors + load.echo_mismatches + load.read_mismatches
+                run.throughput_rounds.append(load.ok / load.elapsed if load.elapsed > 0 else 0.0)
+                if load.http_errors or load.echo_mismatches or load.read_mismatches:
+                    log.warning(
+                        "%s %s x%d: %d errors, %d echo / %d read mismatches under load",
+                        kind,
+                        variant,
+                        workers,
+                        load.http_errors,
+                        load.echo_mismatches,
+                        load.read_mismatches,
+                    )
+        for variant in live:
+            run, server = runs[variant], servers[variant]
+            run.throughput_rps = median(run.throughput_rounds)
+            try:
+                run.memory["load"] = measure_memory(server.master)
+                run.gc_seconds, run.gc_freeze_counts = server.collect_everywhere(cfg.start_timeout)
+                run.memory["gc"] = measure_memory(server.master)
+            except Exception as exc:
+                _fail(run, "full collection", exc)
+        for variant in live:
+            run, server = runs[variant], servers[variant]
+            t_begin = time.monotonic()
+            try:
+                for i in range(cfg.respawns):
+                    if i:
+                        server.wait_workers(cfg.start_timeout)
+                    run.respawn_s.append(server.respawn(cfg.start_timeout))
+                    if time.monotonic() - t_begin > cfg.run_timeout:
+                        log.warning("%s %s x%d: respawn budget spent", kind, variant, workers)
+                        break
+            except Exception as exc:
+                _fail(run, "respawn", exc)
+            finally:
+                server.stop()
     finally:
-        server.stop()
-    return run
+        for server in servers.values():
+            server.stop()
+    return [runs[v] for v in VARIANTS]
 
 
 def _table_ddl(backend: str, table: str) -> str:
@@ -449,9 +491,8 @@ def run_prefork(cfg: PreforkConfig) -> dict[str, Any]:
     try:
         for kind in cfg.servers:
             for workers in cfg.workers:
-                for variant in VARIANTS:
-                    log.info("prefork: %s x%d %s", kind, workers, variant)
-                    runs.append(one_run(cfg, kind, workers, variant, db_url, table, tmp))
+                log.info("prefork: %s x%d (%s)", kind, workers, ", ".join(VARIANTS))
+                runs += run_cell(cfg, kind, workers, db_url, table, tmp)
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
@@ -467,6 +508,7 @@ def run_prefork(cfg: PreforkConfig) -> dict[str, Any]:
             "workers": list(cfg.workers),
             "mb": cfg.mb,
             "load_seconds": cfg.load_seconds,
+            "load_rounds": cfg.load_rounds,
             "respawns": cfg.respawns,
             "backend": cfg.backend,
             "driver_url": sa.engine.make_url(db_url).render_as_string(hide_password=True),
@@ -483,6 +525,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "startup_s": run.startup_s,
         "memory": {phase: vars(mem).copy() for phase, mem in run.memory.items()},
         "throughput_rps": run.throughput_rps,
+        "throughput_rounds": run.throughput_rounds,
         "load_requests": run.load_requests,
         "load_errors": run.load_errors,
         "gc_seconds": run.gc_seconds,

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from .machine import one_line
 from .prefork import VARIANT_LABELS, VARIANTS
+from .timing import median, paired_ratios
 
 log = logging.getLogger("forkguard.bench")
 
@@ -56,6 +57,16 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
 
 
+def _throughput_ratio(run: Optional[dict[str, Any]], lazy: Optional[dict[str, Any]]) -> float:
+    """Median of the per-round ratios (rounds are interleaved), else the ratio of the totals."""
+    if run is None or lazy is None:
+        return float("nan")
+    pairs = paired_ratios(run.get("throughput_rounds", []), lazy.get("throughput_rounds", []))
+    if pairs:
+        return median(pairs)
+    return _ratio(run["throughput_rps"], lazy["throughput_rps"])
+
+
 def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (server, workers, variant != lazy): every figure as a ratio to lazy."""
     out: list[dict[str, Any]] = []
@@ -86,10 +97,7 @@ def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     if lazy and lazy["respawn_median_s"]
                     else float("nan"),
                 )
-                row["throughput"] = _ratio(
-                    run["throughput_rps"] if run else float("nan"),
-                    lazy["throughput_rps"] if lazy else float("nan"),
-                )
+                row["throughput"] = _throughput_ratio(run, lazy)
                 out.append(row)
     return out
 
@@ -462,8 +470,9 @@ def charts(doc: dict[str, Any], img_dir: str) -> list[str]:
             ax.set_xticks([0.27, 1.27, 2.27], ["ready", "after load", "after full GC"], fontsize=8)
             ax.set_title(f"{server}, {workers} workers", fontsize=10)
             ax.set_ylabel("total PSS, master + workers (MB)")
-        axes[0][0].legend(fontsize=7, loc="upper left")
-        fig.tight_layout()
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
         path = os.path.join(img_dir, IMG_MEMORY)
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -595,9 +604,11 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         md_table(RATIO_HEADER, ratio_rows(doc)),
         "",
         f"![memory](img/{IMG_MEMORY})\n",
-        "Single runs per cell (not medians: each server run takes 15-60 s); read the throughput "
-        "ratios as ±10 % on a shared 2-core machine where the load client competes with the "
-        "workers for CPU.\n",
+        "Memory, start-up and respawn: one server run per cell (respawn: median of "
+        f"{pcfg.get('respawns')} kills). Throughput: the three servers of a cell run side by "
+        f"side and the load is interleaved between them in {pcfg.get('load_rounds')} rotating "
+        "rounds; the ratio is the median of the per-round ratios. The load client runs on the "
+        "same 2 cores as the workers.\n",
     ]
     return "\n".join(parts)
 
