@@ -106,13 +106,14 @@ def test_table_summary_and_ratio() -> None:
 
 
 @pytest.mark.slow
-def test_private_mariadb_is_stopped_and_deleted_even_on_error() -> None:
-    if servers.mariadb_binaries() is None:
-        pytest.skip("no MariaDB server binaries")
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+def test_private_server_is_stopped_and_deleted_even_on_error(kind: str) -> None:
+    if servers.missing_binaries_message([kind]):
+        pytest.skip(f"no {kind} server binaries")
     seen: dict[str, object] = {}
-    with pytest.raises(RuntimeError, match="boom"), servers.private_mariadb() as srv:
+    with pytest.raises(RuntimeError, match="boom"), servers.private_server(kind) as srv:
         seen["dir"], seen["proc"] = srv.basedir, srv.proc
-        rows = servers.admin_execute("mysql", "127.0.0.1", srv.port, "root", "SELECT 1")
+        rows = servers.admin_execute(kind, "127.0.0.1", srv.port, srv.admin_user, "SELECT 1")
         assert rows == [(1,)]
         raise RuntimeError("boom")
     assert not os.path.exists(str(seen["dir"]))

@@ -132,11 +132,7 @@ class DBServer:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
 
     def _popen_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"start_new_session": True}
-        if self.user and os.geteuid() == 0:
-            pw = pwd.getpwnam(self.user)
-            kwargs.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
-        return kwargs
+        return {"start_new_session": True, **_run_as(self.user)}
 
     def start(self, timeout: float = 60.0) -> None:
         """Start (or restart) the server on its data directory and wait until it accepts TCP."""
@@ -264,6 +260,14 @@ def admin_execute(
         conn.close()
 
 
+def _run_as(user: Optional[str]) -> dict[str, Any]:
+    """subprocess arguments that drop root to ``user`` (nothing when not root or no user)."""
+    if not user or os.geteuid() != 0:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
 def _signal_group(pid: int, sig: int) -> None:
     """Signal the process group we created with start_new_session (only our own processes)."""
     try:
@@ -375,7 +379,6 @@ def private_postgres(
     base = _make_tmpdir("fg-lab-postgres-", run_as)
     datadir = os.path.join(base, "data")
     try:
-        probe = DBServer(kind="postgresql", port=0, basedir=base, argv=[], user=run_as)
         init = subprocess.run(
             [
                 os.path.join(bindir, "initdb"),
@@ -394,7 +397,7 @@ def private_postgres(
             timeout=120,
             check=False,
             cwd=base,
-            **{k: v for k, v in probe._popen_kwargs().items() if k != "start_new_session"},
+            **_run_as(run_as),
         )
         if init.returncode != 0:
             raise ServerUnavailable(
