@@ -84,7 +84,7 @@ class Proc:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 15) -> None:
+    def stop(self, timeout: float = 8) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -197,6 +197,14 @@ def run_load(
     for t in pool:
         t.join()
     return result
+
+
+def sessions_by_worker(replies: list[dict[str, Any]]) -> dict[int, set[Any]]:
+    """pid -> the database sessions that worker reported."""
+    seen: dict[int, set[Any]] = {}
+    for reply in replies:
+        seen.setdefault(reply["pid"], set()).add(reply["session"])
+    return seen
 
 
 def log_errors(text: str) -> list[str]:

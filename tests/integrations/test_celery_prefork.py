@@ -26,7 +26,7 @@ redis = pytest.importorskip("redis")
 pytest.importorskip("celery")
 
 DB_URLS = {"mysql": URLS["mysqlclient"], "postgresql": URLS["psycopg"]}
-TASKS = 200
+TASKS = 120
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def make_app() -> Celery:
         broker_transport_options=prefix,
         result_backend_transport_options=prefix,
         result_expires=300,
-        task_time_limit=6,  # a child stuck reading a shared socket is killed, not waited for
+        task_time_limit=3,  # a child stuck reading a shared socket is killed, not waited for
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         worker_enable_remote_control=False,
