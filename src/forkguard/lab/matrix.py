@@ -90,6 +90,7 @@ class CellResult:
     load_seconds: float = 0.0
     cell_seconds: float = 0.0
     timed_out: bool = False
+    cut_off: int = 0
     error: Optional[str] = None
 
     @property
@@ -168,6 +169,7 @@ def run_cell(
         res.worker_pids_seen = len(load.pids_seen)
         res.load_seconds = round(load.elapsed, 2)
         res.timed_out = load.timed_out
+        res.cut_off = load.cut_off
         res.workers_pss_kb = sampler.total_for(load.pids_seen, WORKERS)
         res.master_pss_kb = pss_kb(app_server.master_pid)
         load_log = app_server.read_log()
