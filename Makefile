@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 # The core is also tested against SQLAlchemy 1.4, in a venv of its own.
 SA14   ?= .venv-sa14
 SA14_STAMP := $(SA14)/.installed
-CORE_TESTS := tests -m "not slow" --ignore=tests/lab --ignore=tests/doctor
+CORE_TESTS := tests -m "not slow" --ignore=tests/lab --ignore=tests/doctor \
+	--ignore=tests/integrations --ignore=tests/bench --ignore=tests/faults
 
 .PHONY: venv demo test test-sa14 lint typecheck check bench services clean
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -134,3 +136,20 @@ def test_stats_in_the_parent_are_unchanged_by_children(make_engine):
     assert forkguard.stats() == before
     assert before["forks_seen"] == 0
     assert before["connections_opened"] >= 1
+
+
+def test_install_next_to_lazy_proxies_that_raise():
+    """install() scans the heap once; Django's unconfigured settings and an unbound werkzeug
+    LocalProxy raise when asked for their __class__, and must not break it."""
+    code = (
+        "import django.conf\n"
+        "from werkzeug.local import LocalProxy\n"
+        "unbound = LocalProxy(lambda: 1 / 0)\n"
+        "settings = django.conf.settings\n"
+        "import forkguard\n"
+        "forkguard.install()\n"
+        "print('installed')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "installed"

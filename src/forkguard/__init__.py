@@ -13,6 +13,7 @@ connection start over. The parent keeps all its connections.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from . import _fork, _freeze, _registry, _stats
@@ -70,6 +71,11 @@ def install(
         from . import sqlalchemy as _sa
 
         _sa.install()
+    if "django" in sys.modules:
+        # Django is imported (settings.py, wsgi.py, manage.py): guard its connections too.
+        from . import django as _dj
+
+        _dj.install()
     if not _installed:
         log.debug("forkguard: installed (mode=%s)", settings.mode)
     _installed = True
@@ -92,6 +98,10 @@ def uninstall() -> None:
         from . import sqlalchemy as _sa
 
         _sa.uninstall()
+    for name in ("forkguard.django", "forkguard.asyncio"):
+        integration = sys.modules.get(name)
+        if integration is not None:
+            integration.uninstall()
     _freeze.disable()
     _registry.deactivate()
     _installed = False

@@ -28,6 +28,9 @@ class Driver:
     keep_alive: bool = False
     close_in_child: str = ""
     gc_in_child: str = ""
+    # Run on an inherited connection in the child once its fd is /dev/null: cut what its
+    # finalizer would do through the parent's objects (aiomysql closes via the parent's loop).
+    detach: Optional[Callable[[Any], None]] = None
 
 
 def _call_fileno(conn: Any) -> int | None:
@@ -58,6 +61,13 @@ def _asyncpg_fd(conn: Any) -> int | None:
 def _aiomysql_fd(conn: Any) -> int | None:
     writer = getattr(conn, "_writer", None)
     return _transport_fd(getattr(writer, "transport", None))
+
+
+def _aiomysql_detach(conn: Any) -> None:
+    # Connection.__del__ closes its transport through the loop that opened it (the parent's,
+    # often closed: "RuntimeError: Event loop is closed") only while _writer is set.
+    conn._writer = None
+    conn._reader = None
 
 
 # Keyed by the top-level module of the connection's class.
@@ -99,7 +109,11 @@ DRIVERS: dict[str, Driver] = {
         gc_in_child="transport closed",
     ),
     "aiomysql": Driver(
-        "aiomysql", _aiomysql_fd, close_in_child="COM_QUIT", gc_in_child="transport closed"
+        "aiomysql",
+        _aiomysql_fd,
+        close_in_child="COM_QUIT",
+        gc_in_child="transport closed through the parent's event loop",
+        detach=_aiomysql_detach,
     ),
     "sqlite3": Driver(
         "sqlite3",

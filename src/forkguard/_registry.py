@@ -166,6 +166,12 @@ def _neutralize_one(state: TrackedConnection, conn: Any) -> None:
             log.exception("forkguard: could not neutralize fd %d", identity.fd)
     if state.keep_alive and conn is not None:
         keep_alive(conn)
+    driver = _drivers.driver_for(conn) if conn is not None else None
+    if driver is not None and driver.detach is not None:
+        try:
+            driver.detach(_drivers.unwrap(conn))
+        except Exception:
+            log.debug("forkguard: could not detach %s", state.describe(), exc_info=True)
     _stats.counters.connections_neutralized += 1
 
 

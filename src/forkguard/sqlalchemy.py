@@ -283,7 +283,7 @@ def _adopt(engines: list[Engine]) -> None:
     for engine in engines:
         _register_engine(engine)
     for obj in gc.get_objects():
-        if isinstance(obj, _ConnectionRecord) and obj.dbapi_connection is not None:
+        if issubclass(type(obj), _ConnectionRecord) and obj.dbapi_connection is not None:
             owner = by_pool.get(id(getattr(obj, "_ConnectionRecord__pool", None)))
             if owner is not None:
                 _track_record(obj, owner)
@@ -303,7 +303,9 @@ def install() -> None:
             _listen(Engine, "handle_error", _on_handle_error)
         _fork.add_child_handler(after_fork_in_child)
         _installed = True
-        _adopt([obj for obj in gc.get_objects() if isinstance(obj, Engine)])
+        # type(), not isinstance(): lazy proxies (Django's settings, werkzeug's LocalProxy)
+        # answer __class__ by evaluating themselves, which can raise or have side effects.
+        _adopt([obj for obj in gc.get_objects() if issubclass(type(obj), Engine)])
     for engine in list(_engines):
         _register_engine(engine)  # a later install() may have turned on ``resilient``
 

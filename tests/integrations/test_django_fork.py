@@ -44,11 +44,6 @@ def test_child_reconnects_and_parent_keeps_its_session(scenario: str, vendor: st
     assert out["parent_session_after"] == out["master_session"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the core hook: forkguard.install() sets up forkguard.django when Django is "
-    "imported (issue 5 report); remove this marker once it is in",
-)
 def test_plain_forkguard_install_covers_django() -> None:
     test_child_reconnects_and_parent_keeps_its_session("install_hook", "postgresql")
 

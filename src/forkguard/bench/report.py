@@ -591,7 +591,10 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "",
         "Both are dominated by opening a new connection (TCP + authentication); forkguard adds "
         "neutralizing the inherited socket (`dup2` onto `/dev/null` after an (st_dev, st_ino) "
-        "check) and swapping the stand-in into the pool record.\n",
+        "check), swapping a stand-in into the pool record and giving the engine a fresh pool; "
+        "then, as for every new connection in any process, its `connect` listener records the "
+        "new connection (a short stack walk for the line that opened it, an `fstat` of its "
+        "socket).\n",
         "## 3-4. Preload vs lazy: memory, start-up, respawn, throughput\n",
         f"A Flask-SQLAlchemy app building ~{_f(pcfg.get('mb', float('nan')), '{:.0f}')} MB of "
         f"GC-tracked rows at import ({pcfg.get('driver_url')}), under uWSGI and gunicorn "

@@ -100,7 +100,9 @@ def _adopt() -> None:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
     for obj in gc.get_objects():
-        if isinstance(obj, BaseDatabaseWrapper) and obj.connection is not None:
+        # type(), not isinstance(): Django's lazy proxies (settings) answer __class__ by
+        # setting themselves up, which raises in a process that never configured Django.
+        if issubclass(type(obj), BaseDatabaseWrapper) and obj.connection is not None:
             if _registry.lookup(obj.connection) is None:
                 _track(obj, None)
             else:
