@@ -1,0 +1,421 @@
+"""Shared machinery for the fault-injection suite: app servers, a timestamped load client,
+server-side checks and the results rows that become ``docs/reliability.md``.
+
+Everything reuses :mod:`forkguard.lab` read-only: private servers from ``lab.servers``, the
+uWSGI / gunicorn command lines from ``lab.runners.build_server`` (pointed at this suite's own
+app module, ``apps/fault_app.py``), error kinds from ``lab.logscan``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+from forkguard.lab import logscan
+from forkguard.lab.runners import AppServer, build_server, http_request
+from forkguard.lab.servers import DBServer, admin_execute
+
+APPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
+LAB_MODULE = "forkguard.lab.app:app"
+# The private servers have TLS on; libpq's default sslmode=prefer would use it, so the cases
+# that are not about TLS say "plain" explicitly (PyMySQL uses TLS only when asked).
+PLAIN_CONNECT_ARGS: dict[str, dict[str, Any]] = {"postgresql": {"sslmode": "disable"}}
+WORKERS = 4
+# The 'decryption failed or bad record mac' / 'SSL SYSCALL error' family, as the drivers word it.
+SSL_FAMILY = (
+    "ssl",
+    "decryption failed",
+    "bad record mac",
+    "ssl syscall",
+    "unexpected eof",
+    "wrong version number",
+    "record layer failure",
+    "bad length",
+)
+
+
+# --- TLS ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Certs:
+    dir: str
+    ca: str
+    cert: str
+    key: str
+
+
+def make_certs(directory: str, owner_uid: int = -1, owner_gid: int = -1) -> Certs:
+    """A self-signed CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
+    os.chmod(directory, 0o755)
+
+    def run(*argv: str) -> None:
+        subprocess.run(
+            ["openssl", *argv], cwd=directory, check=True, capture_output=True, timeout=60
+        )
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=forkguard-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    with open(os.path.join(directory, "san.ext"), "w") as fh:
+        fh.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    )
+    certs = Certs(
+        directory, *(os.path.join(directory, n) for n in ("ca.pem", "server.pem", "server.key"))
+    )
+    for path in (certs.ca, certs.cert):
+        os.chmod(path, 0o644)
+    os.chmod(certs.key, 0o600)
+    if owner_uid >= 0:
+        os.chown(certs.key, owner_uid, owner_gid)
+    return certs  # fmt: skip
+
+
+# --- databases ------------------------------------------------------------------------------
+
+
+def create_database(server: DBServer) -> str:
+    """A fresh database on a private server, for one case."""
+    name = f"fg_faults_{uuid.uuid4().hex[:10]}"
+    server.execute_admin(f"CREATE DATABASE {name}")
+    return name
+
+
+def session_ids(server: DBServer) -> set[int]:
+    """Ids of every live client session on the server (PROCESSLIST / pg_stat_activity)."""
+    sql = (
+        "SELECT ID FROM information_schema.PROCESSLIST"
+        if server.kind == "mysql"
+        else "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    )
+    return {int(r[0]) for r in admin_execute(server.kind, server.host, server.port,
+                                             server.admin_user, sql)}  # fmt: skip
+
+
+def kill_session(server: DBServer, conn_id: int) -> None:
+    """Server-side kill of one client session (``KILL CONNECTION`` / ``pg_terminate_backend``)."""
+    sql = (
+        f"KILL CONNECTION {int(conn_id)}"
+        if server.kind == "mysql"
+        else f"SELECT pg_terminate_backend({int(conn_id)})"
+    )
+    try:
+        server.execute_admin(sql)
+    except Exception as exc:  # already gone (e.g. the worker just reconnected): not an error
+        if "Unknown thread id" not in str(exc):
+            raise
+
+
+def stored_users(server: DBServer, database: str) -> dict[int, str]:
+    rows = admin_execute(
+        server.kind,
+        server.host,
+        server.port,
+        server.admin_user,
+        "SELECT id, email FROM fg_lab_users",
+        database=database,
+    )
+    return {int(r[0]): str(r[1]) for r in rows}  # fmt: skip
+
+
+def lost_writes(server: DBServer, database: str, acknowledged: Sequence[tuple[int, str]]) -> int:
+    stored = stored_users(server, database)
+    return sum(1 for wid, email in acknowledged if stored.get(wid) != email)
+
+
+# --- app servers ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def app_server(
+    kind: str,
+    db_url: str,
+    workdir: str,
+    *,
+    guard: str = "on",
+    style: str = "fsa2",
+    max_requests: int = 100_000,
+    pre_ping: bool = False,
+    connect_args: Optional[dict[str, Any]] = None,
+    extra_env: Optional[dict[str, str]] = None,
+    start: bool = True,
+) -> Iterator[AppServer]:
+    """uWSGI or gunicorn (4 workers, preloaded) running ``apps/fault_app.py``; always stopped."""
+    backend = "mysql" if db_url.startswith("mysql") else "postgresql"
+    srv = build_server(kind, "none", db_url, workdir, max_requests=max_requests, style=style)
+    srv.argv = [("fault_app:app" if a == LAB_MODULE else a) for a in srv.argv]
+    srv.argv += ["--pythonpath", APPS_DIR]
+    srv.env.update(
+        FG_FAULTS_DB_URL=db_url,
+        FG_FAULTS_FORKGUARD=guard,
+        FG_FAULTS_STYLE=style,
+        FG_FAULTS_PRE_PING="1" if pre_ping else "",
+        FG_FAULTS_CONNECT_ARGS=json.dumps(
+            connect_args if connect_args is not None else PLAIN_CONNECT_ARGS.get(backend, {})
+        ),
+    )
+    for var in ("FORKGUARD_MODE", "FORKGUARD_TRACE", "FORKGUARD_FREEZE_GC"):
+        srv.env.pop(var, None)
+    srv.env.update(extra_env or {})
+    try:
+        if start:
+            srv.start(timeout=45)
+        yield srv
+    finally:
+        srv.stop()
+
+
+def wait_workers(srv: AppServer, timeout: float = 5.0) -> list[int]:
+    """The worker pids once all of them are up (a recycle wave may be in progress)."""
+    deadline = time.monotonic() + timeout
+    pids = srv.worker_pids()
+    while len(pids) < WORKERS and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = srv.worker_pids()
+    return pids
+
+
+def fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def db_error_kinds(srv: AppServer) -> Counter[str]:
+    return logscan.scan(srv.read_log())
+
+
+def ssl_family(kinds: Counter[str], log_text: str = "") -> int:
+    """How many logged errors are of the TLS corruption family."""
+    n = sum(c for k, c in kinds.items() if any(s in k.lower() for s in SSL_FAMILY))
+    if n == 0 and log_text:
+        low = log_text.lower()
+        n = sum(low.count(s) for s in ("decryption failed", "bad record mac", "ssl syscall"))
+    return n
+
+
+# --- load -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Req:
+    op: str
+    t0: float
+    t1: float
+    status: int
+    pid: Optional[int]
+    mismatch: bool = False
+    conn_id: Optional[int] = None
+
+
+@dataclass
+class LoadRun:
+    """Every request's (op, start, end, status, pid), plus what the writes acknowledged."""
+
+    reqs: list[Req] = field(default_factory=list)
+    acknowledged: list[tuple[int, str]] = field(default_factory=list)
+    elapsed: float = 0.0
+    timed_out: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def failed(self) -> list[Req]:
+        return [r for r in self.reqs if r.status != 200]
+
+    @property
+    def mismatches(self) -> int:
+        return sum(r.mismatch for r in self.reqs)
+
+    @property
+    def ok(self) -> int:
+        return sum(r.status == 200 for r in self.reqs)
+
+    def statuses(self) -> dict[str, int]:
+        return dict(Counter("no reply" if r.status == 0 else str(r.status) for r in self.reqs))
+
+
+def run_load(
+    port: int,
+    *,
+    total: int,
+    concurrency: int,
+    time_cap: float,
+    ops: Sequence[str] = ("echo", "read", "write"),
+    hold: float = 0.0,
+    stop: Optional[threading.Event] = None,
+    request_timeout: float = 8.0,
+    seed: int = 0,
+    run: Optional[LoadRun] = None,
+) -> LoadRun:
+    """``total`` requests from ``concurrency`` threads; ends at ``time_cap`` or ``stop``.
+
+    Pass ``run`` to watch the requests while the load is still going (read under ``run.lock``).
+    """
+    run = run if run is not None else LoadRun()
+    lock = run.lock
+    counter = [0]
+    tag = uuid.uuid4().hex[:8]
+    written: list[str] = []
+    t_start = time.monotonic()
+    deadline = t_start + time_cap
+
+    def claim() -> Optional[int]:
+        with lock:
+            if counter[0] >= total or (stop is not None and stop.is_set()):
+                return None
+            if time.monotonic() > deadline:
+                run.timed_out = True
+                return None
+            counter[0] += 1
+            return counter[0] - 1
+
+    def one(i: int, rng: random.Random) -> None:
+        op = ops[i % len(ops)]
+        t0 = time.monotonic()
+        mismatch = False
+        ack: Optional[tuple[int, str]] = None
+        if op == "echo":
+            token = uuid.uuid4().hex
+            q = f"/echo?token={token}" + (f"&hold={hold}" if hold else "")
+            status, body = http_request(port, "GET", q, None, request_timeout)
+            mismatch = status == 200 and not (isinstance(body, dict) and body.get("token") == token)
+        elif op == "read":
+            with lock:
+                email = rng.choice(written) if written else f"nobody-{tag}@fg-faults.invalid"
+            q = "/user?" + urllib.parse.urlencode({"email": email})
+            status, body = http_request(port, "GET", q, None, request_timeout)
+            mismatch = status == 200 and not (
+                isinstance(body, dict) and body.get("email") in (None, email)
+            )
+        elif op == "write":
+            email = f"w{i}-{tag}@fg-faults.invalid"
+            form = urllib.parse.urlencode({"email": email})
+            status, body = http_request(port, "POST", "/user", form, request_timeout)
+            if status == 200 and isinstance(body, dict) and isinstance(body.get("id"), int):
+                ack = (body["id"], str(body.get("email")))
+                mismatch = body.get("email") != email
+        else:  # "conn" and other plain GETs
+            status, body = http_request(port, "GET", f"/{op}", None, request_timeout)
+        pid = body.get("pid") if isinstance(body, dict) else None
+        conn_id = body.get("conn_id") if isinstance(body, dict) else None
+        with lock:
+            run.reqs.append(Req(op, t0, time.monotonic(), status, pid, mismatch, conn_id))
+            if ack is not None:
+                run.acknowledged.append(ack)
+                written.append(ack[1])
+
+    def worker(n: int) -> None:
+        rng = random.Random(seed * 1000 + n)
+        while (i := claim()) is not None:
+            one(i, rng)
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(max(1.0, deadline - time.monotonic()) + request_timeout + 5)
+    run.elapsed = time.monotonic() - t_start
+    return run
+
+
+def probe_workers(srv: AppServer, *, time_cap: float = 15.0) -> tuple[set[int], int]:
+    """Echo bursts until every live worker has answered 200; (pids that did, failures seen).
+
+    Each echo holds its worker 50 ms so that concurrent requests spread over all workers.
+    """
+    live = set(wait_workers(srv, 5.0))
+    answered: set[int] = set()
+    failures = 0
+    deadline = time.monotonic() + time_cap
+    while time.monotonic() < deadline and not live <= answered:
+        run = run_load(srv.port, total=WORKERS * 4, concurrency=WORKERS * 2, time_cap=5,
+                       ops=("echo",), hold=0.05)  # fmt: skip
+        answered |= {r.pid for r in run.reqs if r.status == 200 and r.pid is not None}
+        failures += len(run.failed)
+        live = set(srv.worker_pids()) or live
+    return answered & live, failures
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the reliability table."""
+
+    case: str
+    server: str
+    db: str
+    config: str
+    load: str
+    faults: str
+    survived: str
+    requests: int = 0
+    errors: int = 0
+    db_errors: str = "0"
+    lost_writes: int = 0
+    mismatches: int = 0
+    seconds: float = 0.0
+    verdict: str = "pass"
+    notes: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def kinds_text(kinds: Counter[str]) -> str:
+    total = sum(kinds.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{k} {v}" for k, v in kinds.most_common(4)) + ")"

@@ -1,0 +1,200 @@
+"""The seed's app for the fault-injection suite: ``forkguard.lab.app`` plus fault hooks.
+
+It mirrors :mod:`forkguard.lab.app` (same models, routes and error marker, so
+:mod:`forkguard.lab.logscan` counts its errors), and adds what the fault cases need and the lab
+app has no hook for (see the report in ``docs/reliability.md``):
+
+``FG_FAULTS_DB_URL``        the SQLAlchemy URL (required)
+``FG_FAULTS_FORKGUARD``     ``off`` | ``on`` (``forkguard.install()``) |
+                            ``resilient`` (``forkguard.install(resilient=True)``)
+``FG_FAULTS_STYLE``         ``fsa2`` (the seed: app context pushed at import, never popped) or
+                            ``fsa3`` (``with app.app_context(): configure_db()``)
+``FG_FAULTS_PRE_PING``      ``1``: the user sets ``pool_pre_ping=True`` themselves
+``FG_FAULTS_CONNECT_ARGS``  JSON for ``create_engine(connect_args=...)`` (TLS options)
+
+Extra routes: ``/conn`` (this worker's DB session id and whether it runs over TLS) and
+``/master`` (the master's pid and DB session id, recorded at import, before the fork).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from forkguard.lab import ERROR_MARKER
+
+DB_URL = os.environ.get("FG_FAULTS_DB_URL", "")
+GUARD = os.environ.get("FG_FAULTS_FORKGUARD", "on")
+STYLE = os.environ.get("FG_FAULTS_STYLE", "fsa2")
+PRE_PING = os.environ.get("FG_FAULTS_PRE_PING", "") == "1"
+CONNECT_ARGS: dict[str, Any] = json.loads(os.environ.get("FG_FAULTS_CONNECT_ARGS") or "{}")
+
+if not DB_URL:
+    raise RuntimeError("FG_FAULTS_DB_URL is not set")
+if GUARD not in ("off", "on", "resilient"):
+    raise RuntimeError(f"FG_FAULTS_FORKGUARD={GUARD!r}: expected off, on or resilient")
+
+if GUARD != "off":
+    import forkguard
+
+    if GUARD == "resilient":
+        forkguard.install(resilient=True)
+    else:
+        forkguard.install()
+
+from flask import Flask, jsonify, request  # noqa: E402 - forkguard.install() comes first
+from flask.logging import default_handler  # noqa: E402
+from flask_sqlalchemy import SQLAlchemy  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+BACKEND = "mysql" if DB_URL.startswith("mysql") else "postgresql"
+SESSION_ID_SQL = {"mysql": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}[
+    BACKEND
+]
+TLS_SQL = {
+    "mysql": "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS "
+    "WHERE VARIABLE_NAME = 'Ssl_cipher'",
+    "postgresql": "SELECT CASE WHEN ssl THEN cipher ELSE '' END FROM pg_stat_ssl "
+    "WHERE pid = pg_backend_pid()",
+}[BACKEND]
+
+app = Flask(__name__)
+app.config["SQLALCHEMY_DATABASE_URI"] = DB_URL
+engine_options: dict[str, Any] = {}
+if CONNECT_ARGS:
+    engine_options["connect_args"] = CONNECT_ARGS
+if PRE_PING:
+    engine_options["pool_pre_ping"] = True
+app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
+app.logger.setLevel(logging.INFO)
+_handler = logging.StreamHandler(sys.stderr)
+_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+app.logger.removeHandler(default_handler)
+app.logger.addHandler(_handler)
+app.logger.propagate = False
+db = SQLAlchemy(app, session_options={"expire_on_commit": False})
+
+
+class User(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "fg_lab_users"
+    id = db.Column(db.Integer, primary_key=True)
+    email = db.Column(db.String(190), unique=True, nullable=False)
+    name = db.Column(db.String(100), nullable=False, default="")
+
+    def save(self) -> bool:
+        try:
+            db.session.add(self)
+            db.session.commit()
+        except Exception as ex:
+            _log_error("save", ex)
+            db.session.rollback()
+            return False
+        return True
+
+
+def configure_db() -> tuple[int, str]:
+    """The seed's configure_db() (tables + one query at import); returns the session id."""
+    db.create_all()
+    User.query.filter(User.email == "nobody@fg-faults.invalid").scalar()
+    conn_id = int(db.session.execute(text(SESSION_ID_SQL)).scalar() or 0)
+    tls = str(db.session.execute(text(TLS_SQL)).scalar() or "")
+    return conn_id, tls
+
+
+MASTER_PID = os.getpid()
+if STYLE == "fsa2":
+    app.app_context().push()
+    MASTER_CONN_ID, MASTER_TLS = configure_db()
+elif STYLE == "fsa3":
+    with app.app_context():
+        MASTER_CONN_ID, MASTER_TLS = configure_db()
+else:
+    raise RuntimeError(f"FG_FAULTS_STYLE={STYLE!r}: expected fsa2 or fsa3")
+
+
+def _log_error(where: str, exc: BaseException) -> None:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    app.logger.error(
+        "%s where=%s pid=%d exc=%s: %s",
+        ERROR_MARKER,
+        where,
+        os.getpid(),
+        type(exc).__name__,
+        first[:300],
+    )
+
+
+@app.errorhandler(Exception)
+def _on_error(exc: Exception) -> Any:
+    """One marker line, then roll the session back (what any app must do after a DB error)."""
+    _log_error(request.path, exc)
+    try:
+        db.session.rollback()
+    except Exception as again:
+        _log_error("rollback", again)
+    return jsonify(error=type(exc).__name__, pid=os.getpid()), 500
+
+
+@app.get("/health")
+def health() -> Any:
+    return jsonify(pid=os.getpid())
+
+
+@app.get("/echo")
+def echo() -> Any:
+    token = request.args.get("token", "")
+    got = db.session.execute(text("SELECT :token"), {"token": token}).scalar()
+    hold = float(request.args.get("hold", "0") or 0)
+    if hold > 0:
+        time.sleep(min(hold, 1.0))
+    return jsonify(token=got, pid=os.getpid())
+
+
+@app.get("/user")
+def read_user() -> Any:
+    email = request.args.get("email", "")
+    user = User.query.filter(User.email == email).scalar()
+    if user is None:
+        return jsonify(id=None, email=None, pid=os.getpid())
+    return jsonify(id=user.id, email=user.email, pid=os.getpid())
+
+
+@app.post("/user")
+def write_user() -> Any:
+    email = request.form.get("email", "")
+    user = User(email=email, name=email.split("@")[0][:100])
+    if not user.save():
+        return jsonify(error="save failed", pid=os.getpid()), 500
+    return jsonify(id=user.id, email=user.email, pid=os.getpid())
+
+
+@app.get("/conn")
+def conn_info() -> Any:
+    """This worker's DB session id and TLS cipher ('' without TLS)."""
+    conn_id = int(db.session.execute(text(SESSION_ID_SQL)).scalar() or 0)
+    tls = str(db.session.execute(text(TLS_SQL)).scalar() or "")
+    hold = float(request.args.get("hold", "0") or 0)
+    if hold > 0:
+        time.sleep(min(hold, 1.0))
+    return jsonify(pid=os.getpid(), conn_id=conn_id, tls=tls)
+
+
+@app.get("/master")
+def master_info() -> Any:
+    """What the master recorded at import (inherited by every worker through fork)."""
+    return jsonify(
+        pid=os.getpid(), master_pid=MASTER_PID, master_conn_id=MASTER_CONN_ID, master_tls=MASTER_TLS
+    )
+
+
+@app.get("/stats")
+def fg_stats() -> Any:
+    if GUARD == "off":
+        return jsonify(pid=os.getpid())
+    import forkguard
+
+    return jsonify(pid=os.getpid(), **forkguard.stats())

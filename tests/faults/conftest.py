@@ -1,0 +1,111 @@
+"""Fixtures for the fault-injection suite: private TLS-enabled MariaDB and PostgreSQL (started
+once per session, stopped and deleted at the end) and the results recorder.
+
+Results: every case appends a :class:`~tests.faults._harness.Row`. At the end of the session the
+rows go to ``$FG_FAULTS_RESULTS`` (JSON, default: the pytest temp dir) and, when
+``FG_RELIABILITY_REPORT=docs/reliability.md`` is set, into that Markdown file's table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from forkguard.lab.servers import (
+    DBServer,
+    ServerUnavailable,
+    missing_binaries_message,
+    private_mariadb,
+    private_postgres,
+)
+
+from ._harness import Certs, Row, make_certs
+from .report import write_report
+
+
+@pytest.fixture(scope="session")
+def certs() -> Iterator[Certs]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the TLS cases need the openssl CLI")
+    directory = tempfile.mkdtemp(prefix="fg-faults-tls-")
+    uid = gid = -1
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")  # PostgreSQL runs as this user and must own its key
+            uid, gid = pw.pw_uid, pw.pw_gid
+        except KeyError:
+            pass
+    try:
+        yield make_certs(directory, uid, gid)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb(certs: Certs) -> Iterator[DBServer]:
+    """A private MariaDB with TLS available (plain connections are still accepted)."""
+    missing = missing_binaries_message(["mysql"])
+    if missing:
+        pytest.skip(missing)
+    args = [f"--ssl-ca={certs.ca}", f"--ssl-cert={certs.cert}", f"--ssl-key={certs.key}"]
+    try:
+        with private_mariadb(args) as srv:
+            yield srv
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres(certs: Certs) -> Iterator[DBServer]:
+    """A private PostgreSQL with ``ssl=on`` (plain connections are still accepted)."""
+    missing = missing_binaries_message(["postgresql"])
+    if missing:
+        pytest.skip(missing)
+    args = ["-c", "ssl=on", "-c", f"ssl_cert_file={certs.cert}", "-c",
+            f"ssl_key_file={certs.key}"]  # fmt: skip
+    try:
+        with private_postgres(args) as srv:
+            yield srv
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(params=["mysql", "postgresql"])
+def db_server(request: pytest.FixtureRequest) -> DBServer:
+    name = "mariadb" if request.param == "mysql" else "postgres"
+    server: DBServer = request.getfixturevalue(name)
+    return server
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.started = time.time()
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row.as_dict())
+        print(f"\nRELIABILITY {json.dumps(row.as_dict())}")
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorder]:
+    rec = Recorder()
+    yield rec
+    out = os.environ.get("FG_FAULTS_RESULTS") or str(
+        tmp_path_factory.getbasetemp() / "reliability.json"
+    )
+    doc = {"started": rec.started, "seconds": round(time.time() - rec.started, 1),
+           "rows": rec.rows}  # fmt: skip
+    with open(out, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    report = os.environ.get("FG_RELIABILITY_REPORT")
+    if report and rec.rows:
+        write_report(doc, report)

@@ -1,0 +1,523 @@
+"""Issue 7, cases 1-6: forkguard under real faults, with the seed's app under uWSGI and
+gunicorn (4 workers, preloaded) against private MariaDB and PostgreSQL servers.
+
+Each case is bounded by its own deadlines (load time caps, request timeouts, server start
+timeouts) and records one row of ``docs/reliability.md``. Pairings: uWSGI runs against
+MariaDB (PyMySQL) and gunicorn against PostgreSQL (psycopg2), so every case covers both servers
+and both databases.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from forkguard.lab.servers import DBServer
+
+from ._harness import (
+    WORKERS,
+    Certs,
+    LoadRun,
+    Req,
+    Row,
+    app_server,
+    create_database,
+    db_error_kinds,
+    fd_count,
+    kill_session,
+    kinds_text,
+    lost_writes,
+    probe_workers,
+    run_load,
+    session_ids,
+    ssl_family,
+)
+from .conftest import Recorder
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+PAIRS = [("uwsgi", "mysql"), ("gunicorn", "postgresql")]
+PAIR_IDS = ["uwsgi-mariadb", "gunicorn-postgres"]
+DRIVER = {"mysql": "pymysql", "postgresql": "psycopg2"}
+DB_LABEL = {"mysql": "MariaDB / PyMySQL", "postgresql": "PostgreSQL / psycopg2"}
+
+CONFIG_LABEL = {
+    "resilient": "install(resilient=True)",
+    "pre_ping": "install() + user pool_pre_ping=True",
+    "plain": "install(), no pre-ping",
+}
+
+
+def _server(request: pytest.FixtureRequest, backend: str) -> DBServer:
+    srv: DBServer = request.getfixturevalue("mariadb" if backend == "mysql" else "postgres")
+    return srv
+
+
+def _recovery_kwargs(variant: str) -> dict[str, object]:
+    return {
+        "resilient": {"guard": "resilient"},
+        "pre_ping": {"guard": "on", "pre_ping": True},
+        "plain": {"guard": "on"},
+    }[variant]
+
+
+# --- 1. database restart in the middle of load ----------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
+def test_database_restart_under_load(
+    kind: str, backend: str, request: pytest.FixtureRequest, tmp_path: Path, results: Recorder
+) -> None:
+    """Stop the database for ~2 s under load, start it again: every worker recovers (pool
+    invalidation on the first disconnect error), failures only inside the outage window, every
+    acknowledged write is still there."""
+    server = _server(request, backend)
+    dbname = create_database(server)
+    url = server.url(DRIVER[backend], dbname)
+    grace = 3.0
+    t_case = time.monotonic()
+    with app_server(kind, url, str(tmp_path), guard="on", style="fsa3") as srv:
+        stop = threading.Event()
+        load = LoadRun()
+        th = threading.Thread(
+            target=run_load,
+            kwargs=dict(port=srv.port, total=10**6, concurrency=8, time_cap=30, stop=stop,
+                        run=load, request_timeout=6),
+        )  # fmt: skip
+        th.start()
+        try:
+            time.sleep(3.0)
+            t_down = time.monotonic()
+            server.stop()
+            time.sleep(2.0)
+            server.start()
+            t_up = time.monotonic()
+            time.sleep(5.0)
+        finally:
+            stop.set()
+            th.join(45)
+        answered, probe_failures = probe_workers(srv)
+        live = set(srv.worker_pids())
+        kinds = db_error_kinds(srv)
+    lost = lost_writes(server, dbname, load.acknowledged)
+    failed = load.failed
+    outside = [r for r in failed if r.t1 < t_down or r.t0 > t_up + grace]
+    after_up = [r for r in failed if r.t0 > t_up]
+    ok_after = sum(1 for r in load.reqs if r.status == 200 and r.t0 > t_up)
+    results.add(
+        Row(
+            case="1 DB restart under load",
+            server=kind,
+            db=DB_LABEL[backend],
+            config="install(), fsa3 app",
+            load=f"{len(load.reqs)} req, 8 clients, echo/read/write",
+            faults=f"1 restart, outage {t_up - t_down:.1f} s",
+            survived=f"{len(answered)}/{len(live)} workers recovered",
+            requests=len(load.reqs),
+            errors=len(failed),
+            db_errors=kinds_text(kinds),
+            lost_writes=lost,
+            mismatches=load.mismatches,
+            seconds=round(time.monotonic() - t_case, 1),
+            verdict="pass" if not outside and lost == 0 and answered == live else "FAIL",
+            notes=f"{len(failed)} failed requests, all inside the outage window "
+            f"[stop, up + {grace:.0f} s]; {len(after_up)} after the server was back "
+            f"(<= 1 stale pooled connection per worker); {ok_after} OK after it",
+        )
+    )
+    assert failed, "the restart caused no failed request: the fault was not injected"
+    assert not outside, f"failures outside the outage window: {outside[:5]}"
+    assert len(after_up) <= WORKERS, f"more than one failure per worker after restart: {after_up}"
+    assert ok_after > 50
+    assert answered == live and len(live) == WORKERS, f"stuck workers: {live - answered}"
+    assert probe_failures == 0
+    assert lost == 0, f"{lost} acknowledged writes lost"
+    assert load.mismatches == 0
+
+
+# --- 2. the server kills the connections of random workers ------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["resilient", "pre_ping"])
+@pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
+def test_server_kills_worker_connections(
+    kind: str,
+    backend: str,
+    variant: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    results: Recorder,
+) -> None:
+    """``KILL CONNECTION`` / ``pg_terminate_backend`` on random workers' sessions under load:
+    only a request in flight at the kill may fail; the next request on that worker succeeds."""
+    server = _server(request, backend)
+    dbname = create_database(server)
+    url = server.url(DRIVER[backend], dbname)
+    rng = random.Random(7)
+    t_case = time.monotonic()
+    kills: list[tuple[int, float, float]] = []  # (worker pid, kill sent, kill returned)
+    with app_server(kind, url, str(tmp_path), style="fsa3", **_recovery_kwargs(variant)) as srv:
+        probe_workers(srv)
+        stop = threading.Event()
+        load = LoadRun()
+        th = threading.Thread(
+            target=run_load,
+            kwargs=dict(port=srv.port, total=10**6, concurrency=6, time_cap=30, stop=stop,
+                        run=load, ops=("conn", "echo", "read", "write", "conn", "echo")),
+        )  # fmt: skip
+        th.start()
+        try:
+            deadline = time.monotonic() + 8.0
+            while time.monotonic() < deadline:
+                time.sleep(0.8)
+                with load.lock:
+                    latest: dict[int, int] = {}
+                    for r in load.reqs:
+                        if r.op == "conn" and r.status == 200 and r.pid and r.conn_id:
+                            latest[r.pid] = r.conn_id
+                live = set(srv.worker_pids())
+                candidates = sorted(p for p in latest if p in live)
+                for pid in rng.sample(candidates, min(2, len(candidates))):
+                    sent = time.monotonic()
+                    kill_session(server, latest[pid])
+                    kills.append((pid, sent, time.monotonic()))
+            time.sleep(1.5)
+        finally:
+            stop.set()
+            th.join(40)
+        kinds = db_error_kinds(srv)
+    lost = lost_writes(server, dbname, load.acknowledged)
+    failed = load.failed
+
+    # A request that *started* after its worker's session was killed must succeed.
+    # A failure is the request in flight at a kill when a kill of its worker's session (of
+    # any worker's, for a bare 500 without a pid) overlaps it; any other failure is a request
+    # that came *after* a kill and should have succeeded.
+    def in_flight(r: Req) -> bool:
+        return any(
+            (r.pid is None or r.pid == p) and ks <= r.t1 and ke >= r.t0 for p, ks, ke in kills
+        )
+
+    next_failed = [r for r in failed if not in_flight(r)]
+    # For each kill, the first request its worker took after the kill returned.
+    nexts = [
+        min((r for r in load.reqs if r.pid == p and r.t0 > ke), key=lambda r: r.t0, default=None)
+        for p, _, ke in kills
+    ]
+    asked = [r for r in nexts if r is not None]
+    served_after = sum(r.status == 200 for r in asked)
+    results.add(
+        Row(
+            case="2 server kills connections",
+            server=kind,
+            db=DB_LABEL[backend],
+            config=CONFIG_LABEL[variant] + ", fsa3 app",
+            load=f"{len(load.reqs)} req, 6 clients",
+            faults=f"{len(kills)} session kills",
+            survived=f"next request OK on {served_after}/{len(asked)} killed workers",
+            requests=len(load.reqs),
+            errors=len(failed),
+            db_errors=kinds_text(kinds),
+            lost_writes=lost,
+            mismatches=load.mismatches,
+            seconds=round(time.monotonic() - t_case, 1),
+            verdict="pass" if not next_failed and lost == 0 else "FAIL",
+            notes=f"{len(failed)} failed requests were in flight when their session was "
+            f"killed; {len(next_failed)} failures on a later request",
+        )
+    )
+    assert len(kills) >= 8, "too few kills to prove anything"
+    assert len(asked) >= len(kills) // 2, "killed workers were never asked again"
+    assert served_after == len(asked), (
+        f"next request failed after {len(asked) - served_after} kills"
+    )
+    assert not next_failed, f"a request after the kill failed: {next_failed[:5]}"
+    assert len(failed) <= len(kills)
+    assert lost == 0 and load.mismatches == 0
+
+
+# --- 3. idle expiry: wait_timeout / idle_session_timeout ----------------------------------
+
+
+IDLE_TIMEOUT = 3
+
+
+def _set_idle_timeout(server: DBServer, seconds: int | None) -> None:
+    if server.kind == "mysql":
+        server.execute_admin(f"SET GLOBAL wait_timeout = {seconds or 28800}")
+    else:
+        if seconds:
+            server.execute_admin(f"ALTER SYSTEM SET idle_session_timeout = '{seconds}s'")
+        else:
+            server.execute_admin("ALTER SYSTEM RESET idle_session_timeout")
+        server.execute_admin("SELECT pg_reload_conf()")
+
+
+@pytest.mark.parametrize("variant", ["resilient", "plain"])
+@pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
+def test_idle_expiry(
+    kind: str,
+    backend: str,
+    variant: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    results: Recorder,
+) -> None:
+    """The server drops idle sessions after 3 s; after idling past it, the next requests have
+    zero errors with pre-ping (``resilient=True``, or the user's own ``pool_pre_ping``). The
+    ``plain`` control shows the fault is real: without pre-ping the first requests fail."""
+    server = _server(request, backend)
+    dbname = create_database(server)
+    url = server.url(DRIVER[backend], dbname)
+    t_case = time.monotonic()
+    _set_idle_timeout(server, IDLE_TIMEOUT)
+    try:
+        with app_server(kind, url, str(tmp_path), style="fsa3", **_recovery_kwargs(variant)) as srv:
+            answered, _ = probe_workers(srv)  # every worker now holds a pooled session
+            time.sleep(IDLE_TIMEOUT + 2.5)
+            load = run_load(srv.port, total=200, concurrency=8, time_cap=30)
+            kinds = db_error_kinds(srv)
+    finally:
+        _set_idle_timeout(server, None)
+    lost = lost_writes(server, dbname, load.acknowledged)
+    failed = load.failed
+    control = variant == "plain"
+    verdict = ("pass" if failed else "FAIL") if control else ("pass" if not failed else "FAIL")
+    results.add(
+        Row(
+            case="3 idle expiry" + (" (control)" if control else ""),
+            server=kind,
+            db=DB_LABEL[backend],
+            config=CONFIG_LABEL[variant] + ", fsa3 app",
+            load=f"idle {IDLE_TIMEOUT + 2.5:.1f} s, then {len(load.reqs)} req, 8 clients",
+            faults=f"{len(answered)} pooled sessions expired (timeout {IDLE_TIMEOUT} s)",
+            survived=f"{len(load.reqs) - len(failed)}/{len(load.reqs)} requests OK",
+            requests=len(load.reqs),
+            errors=len(failed),
+            db_errors=kinds_text(kinds),
+            lost_writes=lost,
+            mismatches=load.mismatches,
+            seconds=round(time.monotonic() - t_case, 1),
+            verdict=verdict,
+            notes="control: without pre-ping each worker's first request after the expiry "
+            "fails ('gone away' / 'server closed the connection')"
+            if control
+            else "",
+        )
+    )
+    assert len(answered) == WORKERS
+    if control:
+        assert failed, "no error without pre-ping: the idle timeout did not bite"
+        assert len(failed) <= WORKERS * 2
+    else:
+        assert not failed, f"{len(failed)} errors after idle expiry: {load.statuses()}"
+    assert lost == 0 and load.mismatches == 0
+
+
+# --- 4. worker churn: SIGKILL and max-requests 20 ---------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
+def test_worker_churn(
+    kind: str, backend: str, request: pytest.FixtureRequest, tmp_path: Path, results: Recorder
+) -> None:
+    """2,000 requests with ``max-requests 20`` while random workers are SIGKILLed: new workers
+    start clean, the master's connection outlives every child, fds per worker stay bounded."""
+    server = _server(request, backend)
+    dbname = create_database(server)
+    url = server.url(DRIVER[backend], dbname)
+    rng = random.Random(11)
+    t_case = time.monotonic()
+    kills = 0
+    with app_server(kind, url, str(tmp_path), guard="on", style="fsa2", max_requests=20) as srv:
+        from forkguard.lab.runners import http_get
+
+        status, master = http_get(srv.port, "/master")
+        assert status == 200 and master["master_pid"] == srv.master_pid
+        master_conn = int(master["master_conn_id"])
+        assert master_conn in session_ids(server)
+        probe_workers(srv)
+        start_fds = {pid: fd_count(pid) for pid in srv.worker_pids()}
+        master_fds = fd_count(srv.master_pid)
+        stop = threading.Event()
+        load = LoadRun()
+        th = threading.Thread(
+            target=run_load,
+            kwargs=dict(port=srv.port, total=2000, concurrency=8, time_cap=120, stop=stop,
+                        run=load),
+        )  # fmt: skip
+        th.start()
+        try:
+            while th.is_alive():
+                th.join(1.0)
+                pids = srv.worker_pids()
+                if th.is_alive() and pids:
+                    os.kill(rng.choice(pids), signal.SIGKILL)
+                    kills += 1
+        finally:
+            stop.set()
+            th.join(30)
+        answered, probe_failures = probe_workers(srv)
+        end_fds = {pid: fd_count(pid) for pid in srv.worker_pids()}
+        master_fds_end = fd_count(srv.master_pid)
+        master_alive = master_conn in session_ids(server)
+        kinds = db_error_kinds(srv)
+    lost = lost_writes(server, dbname, load.acknowledged)
+    failed = load.failed
+    pids_seen = {r.pid for r in load.reqs if r.pid}
+    bad = [r for r in failed if r.status != 0]  # 0: the request died with its SIGKILLed worker
+    fd_bound = max(start_fds.values()) + 1
+    results.add(
+        Row(
+            case="4 worker churn",
+            server=kind,
+            db=DB_LABEL[backend],
+            config="install(), fsa2 app (seed), max-requests 20",
+            load=f"{len(load.reqs)} req, 8 clients",
+            faults=f"{kills} SIGKILLs + recycling: {len(pids_seen)} worker pids",
+            survived=f"master session {'alive' if master_alive else 'CLOSED'}; "
+            f"fds/worker {max(start_fds.values())} -> {max(end_fds.values(), default=0)}",
+            requests=len(load.reqs),
+            errors=len(failed),
+            db_errors=kinds_text(kinds),
+            lost_writes=lost,
+            mismatches=load.mismatches,
+            seconds=round(time.monotonic() - t_case, 1),
+            verdict="pass" if master_alive and not bad and lost == 0 else "FAIL",
+            notes=f"{len(failed)} requests died with their SIGKILLed worker (no reply), "
+            f"{len(bad)} answered with an error; master fds {master_fds} -> {master_fds_end}",
+        )
+    )
+    assert len(load.reqs) == 2000, f"load stopped early: {len(load.reqs)}"
+    assert len(pids_seen) > 2 * WORKERS, "workers were not recycled"
+    assert master_alive, "a child closed the master's inherited connection"
+    assert not bad, f"requests answered with an error: {bad[:5]}"
+    assert len(failed) <= kills
+    assert sum(kinds.values()) == 0, kinds
+    assert max(end_fds.values()) <= fd_bound, (start_fds, end_fds)
+    assert master_fds_end == master_fds
+    assert probe_failures == 0 and len(answered) == WORKERS
+    assert lost == 0 and load.mismatches == 0
+
+
+# --- 5. TLS ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("guard", ["on", "off"], ids=["forkguard", "unprotected"])
+@pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
+def test_tls(
+    kind: str,
+    backend: str,
+    guard: str,
+    certs: Certs,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    results: Recorder,
+) -> None:
+    """Drivers on TLS, the seed's app: with forkguard no SSL error of the 'decryption failed
+    or bad record mac' family and no error at all; without it, errors (SSL family counted)."""
+    server = _server(request, backend)
+    dbname = create_database(server)
+    url = server.url(DRIVER[backend], dbname)
+    connect_args = {"ssl": {"ca": certs.ca}} if backend == "mysql" else {"sslmode": "require"}
+    t_case = time.monotonic()
+    with app_server(kind, url, str(tmp_path), guard=guard, style="fsa2",
+                    connect_args=connect_args) as srv:  # fmt: skip
+        from forkguard.lab.runners import http_get
+
+        _, master = http_get(srv.port, "/master")
+        load = run_load(srv.port, total=600, concurrency=16, time_cap=25, request_timeout=6)
+        log_text = srv.read_log()
+        kinds = db_error_kinds(srv)
+    lost = lost_writes(server, dbname, load.acknowledged)
+    failed = load.failed
+    ssl_errors = ssl_family(kinds, log_text)
+    protected = guard == "on"
+    symptoms = len(failed) + sum(kinds.values()) + load.mismatches + lost
+    results.add(
+        Row(
+            case="5 TLS" + ("" if protected else " (no forkguard)"),
+            server=kind,
+            db=DB_LABEL[backend] + " over TLS",
+            config=("install()" if protected else "none") + ", fsa2 app (seed)",
+            load=f"{len(load.reqs)} req, 16 clients",
+            faults="connection inherited over TLS",
+            survived=f"SSL-family errors: {ssl_errors}",
+            requests=len(load.reqs),
+            errors=len(failed),
+            db_errors=kinds_text(kinds),
+            lost_writes=lost,
+            mismatches=load.mismatches,
+            seconds=round(time.monotonic() - t_case, 1),
+            verdict=("pass" if symptoms == 0 else "FAIL")
+            if protected
+            else ("reproduced" if symptoms else "not reproduced"),
+            notes=f"master TLS cipher {master.get('master_tls') if master else None!r}",
+        )
+    )
+    assert master and master["master_tls"], "the master's connection is not on TLS"
+    if protected:
+        assert ssl_errors == 0
+        assert not failed and sum(kinds.values()) == 0, (load.statuses(), kinds)
+        assert lost == 0 and load.mismatches == 0
+    else:
+        assert symptoms > 0, "no error without forkguard: the TLS hazard was not reproduced"
+
+
+# --- 6. cross-process data leak: echo, 64 clients, 10,000 requests ---------------------------
+
+
+@pytest.mark.parametrize("guard", ["on", "off"], ids=["forkguard", "unprotected"])
+@pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
+def test_echo_leak(
+    kind: str,
+    backend: str,
+    guard: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    results: Recorder,
+) -> None:
+    """Every echo must come back with the client's own token: 0 mismatches with forkguard;
+    without it the mismatches (another request's data) are counted and reported."""
+    server = _server(request, backend)
+    dbname = create_database(server)
+    url = server.url(DRIVER[backend], dbname)
+    protected = guard == "on"
+    total = 10_000
+    t_case = time.monotonic()
+    with app_server(kind, url, str(tmp_path), guard=guard, style="fsa2") as srv:
+        load = run_load(srv.port, total=total, concurrency=64, ops=("echo",),
+                        time_cap=90 if protected else 15, request_timeout=6)  # fmt: skip
+        kinds = db_error_kinds(srv)
+    failed = load.failed
+    results.add(
+        Row(
+            case="6 echo leak" + ("" if protected else " (no forkguard)"),
+            server=kind,
+            db=DB_LABEL[backend],
+            config=("install()" if protected else "none") + ", fsa2 app (seed)",
+            load=f"{len(load.reqs)} echo req, 64 clients"
+            + (" (time cap)" if load.timed_out else ""),
+            faults="connection inherited by 4 workers",
+            survived=f"{load.ok} OK",
+            requests=len(load.reqs),
+            errors=len(failed),
+            db_errors=kinds_text(kinds),
+            lost_writes=0,
+            mismatches=load.mismatches,
+            seconds=round(time.monotonic() - t_case, 1),
+            verdict=("pass" if load.mismatches == 0 and not failed else "FAIL")
+            if protected
+            else f"{load.mismatches} leaks",
+        )
+    )
+    if protected:
+        assert len(load.reqs) == total, f"only {len(load.reqs)} requests in the time cap"
+        assert load.mismatches == 0
+        assert not failed and sum(kinds.values()) == 0, (load.statuses(), kinds)
