@@ -38,6 +38,7 @@ def test_forkguard_cells_are_clean_on_every_server_and_driver(
         assert cell["http_errors"] == 0, f"{where}: {cell['status_counts']}"
         assert cell["db_errors"] == 0, f"{where}: {cell['db_error_kinds']}"
         assert cell["respawn_db_errors"] == 0, where
+        assert cell["respawn_status"] != "errors", f"{where}: a respawned worker failed"
         assert cell["echo_mismatches"] == 0, where
         assert cell["read_mismatches"] == 0, where
         assert cell["lost_writes"] == 0, where

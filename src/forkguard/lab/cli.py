@@ -58,7 +58,7 @@ FULL = Preset(
     drivers=tuple(DRIVERS),
     strategies=STRATEGIES,
     requests=400,
-    budget=470.0,
+    budget=420.0,
 )
 # Seconds a cell spends outside the load (start, settle, respawn, stop) on a loaded machine;
 # the budget then corrects itself: later cells get what earlier ones left.
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         type=float,
         help="seconds for the whole run; each cell's load is capped to its share "
-        "(default 470; quick 70)",
+        "(default 420; quick 70)",
     )
     p.add_argument(
         "--style",
@@ -232,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for n, (server, driver, strategy) in enumerate(cells_plan):
                 left = len(cells_plan) - n
                 share = (budget - (time.monotonic() - t_start)) / left
-                respawn_timeout = 6.0
+                respawn_timeout = 5.0
                 overhead = sum(overheads) / len(overheads) if overheads else _CELL_OVERHEAD
                 time_cap = max(2.0, min(30.0, share - overhead))
                 progress.cell(f"cell {n + 1}/{len(cells_plan)}: {server} / {driver} / {strategy}")

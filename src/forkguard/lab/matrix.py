@@ -201,27 +201,26 @@ def run_cell(
 
 
 class PssSampler:
-    """Samples every worker's PSS during the load and keeps each one's peak.
+    """Samples the workers' PSS during the load.
 
     Why not one snapshot at the end: workers recycle all the time (that is how the lab makes
     the master re-fork), so a snapshot catches some of them just forked - and a lazy-apps
-    worker that has not imported the app yet looks tiny. A worker's peak over its life, for
-    workers that served a request, is what that worker costs.
+    worker that has not imported the app yet looks tiny. The total counts only instants when
+    all the workers were up and every one of them went on to serve a request (so each had the
+    app loaded); the median of those totals is the cell's figure.
     """
 
-    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.25) -> None:
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.2) -> None:
         self._pids = pids
         self._interval = interval
-        self.peaks: dict[int, int] = {}
+        self.samples: list[dict[int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fg-lab-pss", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for pid in self._pids():
-                kb = pss_kb(pid)
-                if kb > self.peaks.get(pid, 0):
-                    self.peaks[pid] = kb
+            sample = {pid: pss_kb(pid) for pid in self._pids()}
+            self.samples.append({pid: kb for pid, kb in sample.items() if kb > 0})
             self._stop.wait(self._interval)
 
     def __enter__(self) -> PssSampler:
@@ -238,11 +237,24 @@ class PssSampler:
         self._thread.join(5)
 
     def total_for(self, served: set[int], workers: int) -> int:
-        """``workers`` x the median peak PSS of the workers that served a request (kB)."""
-        peaks = [kb for pid, kb in self.peaks.items() if pid in served and kb > 0]
-        if not peaks:
-            return 0
-        return int(statistics.median(peaks) * workers)
+        """Median total PSS (kB) over instants when all ``workers`` were up and serving.
+
+        Falls back to ``workers`` x the median per-worker peak when no instant qualifies
+        (a server that never had all its workers up at once).
+        """
+        totals = [
+            sum(s.values())
+            for s in self.samples
+            if len(s) >= workers and all(pid in served for pid in s)
+        ]
+        if totals:
+            return int(statistics.median(totals))
+        peaks: dict[int, int] = {}
+        for s in self.samples:
+            for pid, kb in s.items():
+                if pid in served:
+                    peaks[pid] = max(kb, peaks.get(pid, 0))
+        return int(statistics.median(peaks.values()) * workers) if peaks else 0
 
 
 def _create_tables(url: str, style: str, celldir: str) -> None:
