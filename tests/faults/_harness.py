@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
-from forkguard.lab import logscan
+from forkguard.lab import ERROR_MARKER, logscan
 from forkguard.lab.runners import AppServer, build_server, http_request
 from forkguard.lab.servers import DBServer, admin_execute
 
@@ -33,14 +33,15 @@ PLAIN_CONNECT_ARGS: dict[str, dict[str, Any]] = {"postgresql": {"sslmode": "disa
 WORKERS = 4
 # The 'decryption failed or bad record mac' / 'SSL SYSCALL error' family, as the drivers word it.
 SSL_FAMILY = (
-    "ssl",
     "decryption failed",
     "bad record mac",
     "ssl syscall",
-    "unexpected eof",
+    "ssl error",
+    "[ssl:",
+    "sslerror",
+    "unexpected eof while reading",
     "wrong version number",
     "record layer failure",
-    "bad length",
 )
 
 
@@ -236,12 +237,15 @@ def db_error_kinds(srv: AppServer) -> Counter[str]:
     return logscan.scan(srv.read_log())
 
 
-def ssl_family(kinds: Counter[str], log_text: str = "") -> int:
-    """How many logged errors are of the TLS corruption family."""
-    n = sum(c for k, c in kinds.items() if any(s in k.lower() for s in SSL_FAMILY))
-    if n == 0 and log_text:
-        low = log_text.lower()
-        n = sum(low.count(s) for s in ("decryption failed", "bad record mac", "ssl syscall"))
+def ssl_family(log_text: str, *, marker_only: bool = True) -> int:
+    """Failed requests (the app's one marker line each) whose error is of the TLS corruption
+    family; ``marker_only=False`` counts every log line that mentions one (tracebacks too)."""
+    n = 0
+    for line in log_text.splitlines():
+        if marker_only and ERROR_MARKER not in line:
+            continue
+        low = line.lower()
+        n += any(s in low for s in SSL_FAMILY)
     return n
 
 

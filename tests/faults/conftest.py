@@ -8,6 +8,7 @@ rows go to ``$FG_FAULTS_RESULTS`` (JSON, default: the pytest temp dir) and, when
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -49,6 +50,25 @@ def certs() -> Iterator[Certs]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _started(factory: Callable[..., Any], args: list[str]) -> Iterator[DBServer]:
+    """Enter a private-server context, trying twice: on a busy shared machine the first
+    ``mariadb-install-db`` / ``initdb`` occasionally times out. Skips if both attempts fail."""
+    for attempt in (1, 2):
+        stack = contextlib.ExitStack()
+        try:
+            srv = stack.enter_context(factory(args))
+        except ServerUnavailable as exc:
+            stack.close()
+            if attempt == 2:
+                pytest.skip(str(exc))
+            time.sleep(2)
+            continue
+        with stack:
+            yield srv
+        return
+
+
 @pytest.fixture(scope="session")
 def mariadb(certs: Certs) -> Iterator[DBServer]:
     """A private MariaDB with TLS available (plain connections are still accepted)."""
@@ -56,11 +76,8 @@ def mariadb(certs: Certs) -> Iterator[DBServer]:
     if missing:
         pytest.skip(missing)
     args = [f"--ssl-ca={certs.ca}", f"--ssl-cert={certs.cert}", f"--ssl-key={certs.key}"]
-    try:
-        with private_mariadb(args) as srv:
-            yield srv
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
+    with _started(private_mariadb, args) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")
@@ -71,18 +88,8 @@ def postgres(certs: Certs) -> Iterator[DBServer]:
         pytest.skip(missing)
     args = ["-c", "ssl=on", "-c", f"ssl_cert_file={certs.cert}", "-c",
             f"ssl_key_file={certs.key}"]  # fmt: skip
-    try:
-        with private_postgres(args) as srv:
-            yield srv
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(params=["mysql", "postgresql"])
-def db_server(request: pytest.FixtureRequest) -> DBServer:
-    name = "mariadb" if request.param == "mysql" else "postgres"
-    server: DBServer = request.getfixturevalue(name)
-    return server
+    with _started(private_postgres, args) as srv:
+        yield srv
 
 
 class Recorder:

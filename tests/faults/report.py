@@ -22,8 +22,7 @@ COLUMNS = (
     ("config", "app config"),
     ("load", "load"),
     ("faults", "faults injected"),
-    ("survived", "faults survived"),
-    ("requests", "requests"),
+    ("survived", "survived"),
     ("errors", "failed requests"),
     ("db_errors", "DB errors in logs"),
     ("lost_writes", "lost writes"),
@@ -33,12 +32,17 @@ COLUMNS = (
 )
 
 
+def _order(row: dict[str, Any]) -> tuple[int, str]:
+    head = str(row.get("case", "")).split(" ", 1)[0]
+    return (int(head) if head.isdigit() else 99, str(row.get("case", "")))
+
+
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def table(doc: dict[str, Any]) -> str:
-    rows: list[dict[str, Any]] = doc["rows"]
+    rows: list[dict[str, Any]] = sorted(doc["rows"], key=_order)
     lines = [
         "| " + " | ".join(title for _, title in COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
