@@ -65,7 +65,7 @@ class PreforkConfig:
     workers: Sequence[int] = (4, 8)
     mb: float = 300.0
     load_seconds: float = 6.0
-    load_rounds: int = 4
+    load_rounds: int = 6
     respawns: int = 2
     backend: str = "mariadb"
     start_timeout: float = 120.0
