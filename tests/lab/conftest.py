@@ -47,7 +47,7 @@ def lab_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     out: dict[str, dict[str, Any]] = {}
     for name, argv in RUNS.items():
         outdir = tmp_path_factory.mktemp(f"lab-{name}")
-        rc = lab_main([*argv, "--out", str(outdir)])
+        rc = lab_main([*argv, "--out", str(outdir), "--keep-logs"])
         doc = json.loads((Path(outdir) / "lab.json").read_text())
         out[name] = {"rc": rc, "doc": doc, "dir": Path(outdir)}
     return out

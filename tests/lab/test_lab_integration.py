@@ -32,7 +32,7 @@ def test_forkguard_cells_are_clean_on_every_server_and_driver(
         for d in ("pymysql", "mysqlclient", "psycopg2", "psycopg")
     }
     for cell in cells:
-        where = _where(cell)
+        where = f"{_where(cell)} (cell: {cell}; logs: {lab_runs['forkguard']['dir']}/logs)"
         assert cell["requests"] >= 50, f"{where}: too few requests to prove anything"
         assert cell["worker_pids_seen"] > 4, f"{where}: workers were never recycled"
         assert cell["http_errors"] == 0, f"{where}: {cell['status_counts']}"
