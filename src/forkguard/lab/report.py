@@ -241,7 +241,9 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
         ("wrong answers", "leaks", "#9467bd"),
         ("lost writes", "lost_writes", "#8c564b"),
     )
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 1.6 * len(strategies) + 2), 8))
+    fig, (ax1, ax2) = plt.subplots(
+        2, 1, figsize=(max(8.0, 1.6 * len(strategies) + 2), 8.5), constrained_layout=True
+    )
     width = 0.8 / len(series)
     for k, (name, attr, color) in enumerate(series):
         offs = (k - (len(series) - 1) / 2) * width
@@ -266,7 +268,8 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
                 fontweight="bold",
             )
     ax1.set_yscale("symlog", linthresh=1)
-    ax1.set_ylim(bottom=0)
+    peak = max([total(s, attr) for s in strategies for _, attr, _ in series] + [0])
+    ax1.set_ylim(0, max(10, peak * 3))  # explicit: an all-zero chart has no data limits
     ax1.set_ylabel("count, all cells (symlog)")
     ax1.set_xticks(xs)
     ax1.set_xticklabels([_CHART_LABELS.get(s, s) for s in strategies], fontsize=8)
@@ -289,7 +292,6 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
     ax2.set_ylabel("total PSS of 4 workers (MB)")
     ax2.set_title("worker memory, mean over drivers (lower is better)")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
