@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .runners import http_request
+from .runners import NO_REPLY, TIMED_OUT, http_request
 
 log = logging.getLogger("forkguard.lab")
 
@@ -130,7 +130,7 @@ def run_load(
                         written.append(email)
                     else:
                         result.read_mismatches += 1
-                elif status != 0:
+                elif status > 0:
                     # Answered with an error: the write must not be in the table. (No answer at
                     # all proves nothing either way, so it is not checked.)
                     result.failed_writes.append(email)
@@ -172,6 +172,7 @@ def _count(result: LoadResult, status: int, body: object) -> None:
         result.ok += 1
     else:
         result.http_errors += 1
-        result.status_counts["no reply" if status == 0 else str(status)] += 1
+        names = {NO_REPLY: "no reply", TIMED_OUT: "client timeout"}
+        result.status_counts[names.get(status, str(status))] += 1
     if isinstance(body, dict) and isinstance(body.get("pid"), int):
         result.pids_seen.add(body["pid"])

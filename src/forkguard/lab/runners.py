@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -211,8 +212,13 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
+# Pseudo statuses for requests that got no HTTP answer.
+NO_REPLY = 0  # connection refused or reset (a worker died mid-request)
+TIMED_OUT = -1  # nothing within the client's timeout (a stuck worker, or a saturated box)
+
+
 def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-    """GET on 127.0.0.1:port; (status, parsed JSON or None). Status 0 on a transport error."""
+    """GET on 127.0.0.1:port; (status, parsed JSON or None); NO_REPLY / TIMED_OUT if none."""
     return http_request(port, "GET", path, None, timeout)
 
 
@@ -233,9 +239,12 @@ def http_request(
         except ValueError:
             body = None
         return resp.status, body
+    except (TimeoutError, socket.timeout) as exc:  # distinct classes before Python 3.10
+        log.debug("%s %s: %s", method, path, exc)
+        return TIMED_OUT, None
     except (OSError, http.client.HTTPException) as exc:
         log.debug("%s %s: %s", method, path, exc)
-        return 0, None
+        return NO_REPLY, None
     finally:
         conn.close()
 
