@@ -12,28 +12,30 @@ from forkguard.lab.cli import main as lab_main
 from forkguard.lab.servers import missing_binaries_message
 
 # The cells the "must show" bullets need, as three small lab runs (each is a cross
-# product, so they are grouped to avoid running cells nobody asserts on).
+# product, so they are grouped to avoid running cells nobody asserts on). Cells stop after
+# --requests (about 2.5 minutes in all on an idle 2-CPU box); the budgets are only caps, set
+# loose so that a busy machine (other test suites) gives slow cells, not starved ones.
 RUNS = {
     "forkguard": [
         "--servers", "uwsgi,gunicorn",
         "--drivers", "pymysql,mysqlclient,psycopg2,psycopg",
         "--strategies", "forkguard",
         "--requests", "200",
-        "--budget", "100",
+        "--budget", "240",
     ],
     "seed": [
         "--servers", "uwsgi",
         "--drivers", "pymysql,mysqlclient",
         "--strategies", "none,dispose",
         "--requests", "200",
-        "--budget", "50",
+        "--budget", "90",
     ],
     "memory": [
         "--servers", "uwsgi,gunicorn",
         "--drivers", "pymysql",
         "--strategies", "lazy",
         "--requests", "150",
-        "--budget", "30",
+        "--budget", "60",
     ],
 }  # fmt: skip
 
