@@ -11,7 +11,7 @@ SA14_STAMP := $(SA14)/.installed
 CORE_TESTS := tests -m "not slow" --ignore=tests/lab --ignore=tests/doctor \
 	--ignore=tests/integrations --ignore=tests/bench --ignore=tests/faults
 
-.PHONY: venv demo test test-sa14 lint typecheck check bench services clean
+.PHONY: venv demo test test-sa14 test-faults lint typecheck check bench services clean
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
@@ -39,6 +39,9 @@ test: $(STAMP) $(SA14_STAMP)
 
 test-sa14: $(SA14_STAMP)
 	$(SA14)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+
+test-faults: $(STAMP)
+	FG_RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest tests/faults -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
