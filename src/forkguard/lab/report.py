@@ -150,7 +150,8 @@ def legend() -> str:
             "and serving).",
             "respawn: SIGKILL a worker, time until its replacement answers a DB request",
             "('errors' = it answered with errors; 'never' = no answer within the cap).",
-            "strategies: " + "; ".join(f"{k} = {STRATEGY_LABELS[k]}" for k in STRATEGIES),
+            "strategies:",
+            *(f"  {k:<16} {STRATEGY_LABELS[k]}" for k in STRATEGIES),
         ]
     )
 
