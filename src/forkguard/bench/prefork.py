@@ -11,9 +11,10 @@ The three variants of one (server, worker count) run side by side. Phases, in or
 server (time until every worker has answered) and measure its memory at ready; a bounded load
 (the lab's load client: echo / read / write through the database), interleaved between the
 three servers in rotating rounds; memory after load; one full ``gc.collect()`` in every worker;
-memory after that; then SIGKILL one worker and time until a new one answers a database request
-(median of a few kills). Every server is stopped - its whole process group, SIGTERM then
-SIGKILL - whatever happened.
+memory after that; the same interleaved load again ("warm" throughput: the copy-on-write
+faults of first touches are behind); then SIGKILL one worker and time until a new one answers
+a database request (median of a few kills). Every server is stopped - its whole process
+group, SIGTERM then SIGKILL - whatever happened.
 
 Why not the lab's ``AppServer``: it loads the lab's app with a fixed four workers; this needs
 its own app and 4 or 8 workers, so the small server control lives here (the lab's load client
@@ -92,6 +93,9 @@ class Run:
     memory: dict[str, Memory] = field(default_factory=dict)
     throughput_rps: float = 0.0
     throughput_rounds: list[float] = field(default_factory=list)
+    warm_throughput_rps: float = 0.0
+    warm_throughput_rounds: list[float] = field(default_factory=list)
+    load_minor_faults: int = 0
     load_requests: int = 0
     load_errors: int = 0
     gc_seconds: list[float] = field(default_factory=list)
@@ -146,6 +150,20 @@ def smaps_rollup(pid: int) -> dict[str, int]:
     except OSError as exc:
         log.warning("no smaps_rollup for pid %d: %s", pid, exc)
     return out
+
+
+def minor_faults(pids: Sequence[int]) -> int:
+    """Minor page faults so far (a copy-on-write copy is one), summed over ``pids``."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                stat = fh.read().decode()
+        except OSError as exc:
+            log.warning("no stat for pid %d: %s", pid, exc)
+            continue
+        total += int(stat[stat.rfind(")") + 2 :].split()[7])
+    return total
 
 
 def measure_memory(master: int) -> Memory:
@@ -390,6 +408,37 @@ def _fail(run: Run, what: str, exc: BaseException) -> None:
         run.error = f"{what}: {type(exc).__name__}: {str(exc)[:500]}"
 
 
+def _interleaved_load(
+    cfg: PreforkConfig, runs: dict[str, Run], servers: dict[str, Server], live: list[str], into: str
+) -> None:
+    """``load_rounds`` rounds, each loading every live variant in turn (order rotated)."""
+    slice_s = cfg.load_seconds / max(1, cfg.load_rounds)
+    for r in range(cfg.load_rounds):
+        for variant in rotation(live, r):
+            run = runs[variant]
+            load = run_load(
+                servers[variant].port,
+                total=10**7,
+                concurrency=max(8, 2 * run.workers),
+                time_cap=slice_s,
+                request_timeout=30.0,
+                seed=r,
+            )
+            run.load_requests += load.requests
+            run.load_errors += load.http_errors + load.echo_mismatches + load.read_mismatches
+            getattr(run, into).append(load.ok / load.elapsed if load.elapsed > 0 else 0.0)
+            if load.http_errors or load.echo_mismatches or load.read_mismatches:
+                log.warning(
+                    "%s %s x%d: %d errors, %d echo / %d read mismatches under load",
+                    run.server,
+                    variant,
+                    run.workers,
+                    load.http_errors,
+                    load.echo_mismatches,
+                    load.read_mismatches,
+                )
+
+
 def run_cell(
     cfg: PreforkConfig, kind: str, workers: int, db_url: str, table: str, tmp: str
 ) -> list[Run]:
@@ -413,31 +462,10 @@ def run_cell(
             except Exception as exc:
                 _fail(run, "start", exc)
         live = [v for v in VARIANTS if runs[v].error is None]
-        slice_s = cfg.load_seconds / max(1, cfg.load_rounds)
-        for r in range(cfg.load_rounds):
-            for variant in rotation(live, r):
-                run = runs[variant]
-                load = run_load(
-                    servers[variant].port,
-                    total=10**7,
-                    concurrency=max(8, 2 * workers),
-                    time_cap=slice_s,
-                    request_timeout=30.0,
-                    seed=r,
-                )
-                run.load_requests += load.requests
-                run.load_errors += load.http_errors + load.echo_mismatches + load.read_mismatches
-                run.throughput_rounds.append(load.ok / load.elapsed if load.elapsed > 0 else 0.0)
-                if load.http_errors or load.echo_mismatches or load.read_mismatches:
-                    log.warning(
-                        "%s %s x%d: %d errors, %d echo / %d read mismatches under load",
-                        kind,
-                        variant,
-                        workers,
-                        load.http_errors,
-                        load.echo_mismatches,
-                        load.read_mismatches,
-                    )
+        faults0 = {v: minor_faults(children_of(servers[v].master)) for v in live}
+        _interleaved_load(cfg, runs, servers, live, "throughput_rounds")
+        for v in live:
+            runs[v].load_minor_faults = minor_faults(children_of(servers[v].master)) - faults0[v]
         for variant in live:
             run, server = runs[variant], servers[variant]
             run.throughput_rps = median(run.throughput_rounds)
@@ -447,6 +475,10 @@ def run_cell(
                 run.memory["gc"] = measure_memory(server.master)
             except Exception as exc:
                 _fail(run, "full collection", exc)
+        # Throughput again, once the first touches (copy-on-write faults) are behind us.
+        _interleaved_load(cfg, runs, servers, live, "warm_throughput_rounds")
+        for variant in live:
+            runs[variant].warm_throughput_rps = median(runs[variant].warm_throughput_rounds)
         for variant in live:
             run, server = runs[variant], servers[variant]
             t_begin = time.monotonic()
@@ -526,6 +558,9 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "memory": {phase: vars(mem).copy() for phase, mem in run.memory.items()},
         "throughput_rps": run.throughput_rps,
         "throughput_rounds": run.throughput_rounds,
+        "warm_throughput_rps": run.warm_throughput_rps,
+        "warm_throughput_rounds": run.warm_throughput_rounds,
+        "load_minor_faults": run.load_minor_faults,
         "load_requests": run.load_requests,
         "load_errors": run.load_errors,
         "gc_seconds": run.gc_seconds,

@@ -68,14 +68,14 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
 
 
-def _throughput_ratio(run: Optional[dict[str, Any]], lazy: Optional[dict[str, Any]]) -> float:
-    """Median of the per-round ratios (rounds are interleaved), else the ratio of the totals."""
+def _throughput_ratio(
+    run: Optional[dict[str, Any]], lazy: Optional[dict[str, Any]], key: str = "throughput_rounds"
+) -> float:
+    """Median of the per-round ratios (the rounds are interleaved)."""
     if run is None or lazy is None:
         return float("nan")
-    pairs = paired_ratios(run.get("throughput_rounds", []), lazy.get("throughput_rounds", []))
-    if pairs:
-        return median(pairs)
-    return _ratio(run["throughput_rps"], lazy["throughput_rps"])
+    pairs = paired_ratios(run.get(key, []), lazy.get(key, []))
+    return median(pairs) if pairs else float("nan")
 
 
 def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,6 +109,7 @@ def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     else float("nan"),
                 )
                 row["throughput"] = _throughput_ratio(run, lazy)
+                row["warm_throughput"] = _throughput_ratio(run, lazy, "warm_throughput_rounds")
                 out.append(row)
     return out
 
@@ -140,6 +141,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             ns <= BARE_TARGET_NS,
             "{:.0f} ns",
         )
+    load_s = _f(doc.get("prefork", {}).get("config", {}).get("load_seconds", nan), "{:.0f}")
     for row in prefork_ratios(doc):
         tag = f"{row['server']} x{row['workers']}, {VARIANT_LABELS[row['variant']]}"
         if row["workers"] == 4 and row["variant"] == "forkguard":
@@ -156,12 +158,13 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 row["respawn"],
                 row["respawn"] <= RESPAWN_TARGET,
             )
-            add(
-                f"throughput / lazy, {tag}",
-                f">= {THROUGHPUT_TARGET}",
-                row["throughput"],
-                row["throughput"] >= THROUGHPUT_TARGET,
-            )
+            for key, when in (("throughput", "first {} s"), ("warm_throughput", "warm")):
+                add(
+                    f"throughput ({when.format(load_s)}) / lazy, {tag}",
+                    f">= {THROUGHPUT_TARGET}",
+                    row[key],
+                    row[key] >= THROUGHPUT_TARGET,
+                )
         if row["workers"] == 4 and row["variant"] == "forkguard-freeze":
             add(
                 f"total PSS after load + full GC / lazy, {tag}",
@@ -169,12 +172,13 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 row["pss_gc"],
                 row["pss_gc"] <= FREEZE_GC_TARGET,
             )
-            add(
-                f"throughput / lazy, {tag}",
-                f">= {FREEZE_THROUGHPUT_TARGET}",
-                row["throughput"],
-                row["throughput"] >= FREEZE_THROUGHPUT_TARGET,
-            )
+            for key, when in (("throughput", "first {} s"), ("warm_throughput", "warm")):
+                add(
+                    f"throughput ({when.format(load_s)}) / lazy, {tag}",
+                    f">= {FREEZE_THROUGHPUT_TARGET}",
+                    row[key],
+                    row[key] >= FREEZE_THROUGHPUT_TARGET,
+                )
     return out
 
 
@@ -258,20 +262,8 @@ def memory_rows(doc: dict[str, Any]) -> list[list[str]]:
     for run in _runs(doc):
         label = VARIANT_LABELS.get(run["variant"], run["variant"])
         if run.get("error"):
-            rows.append(
-                [
-                    run["server"],
-                    str(run["workers"]),
-                    label,
-                    f"failed: {run['error'][:60]}",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
+            failed = [run["server"], str(run["workers"]), label, f"failed: {run['error'][:60]}"]
+            rows.append(failed + [""] * (len(MEMORY_HEADER) - len(failed)))
             continue
         mem = run["memory"]
         rows.append(
@@ -291,6 +283,8 @@ def memory_rows(doc: dict[str, Any]) -> list[list[str]]:
                     "{:.2f}",
                 ),
                 _f(run["throughput_rps"], "{:.0f}"),
+                _f(run.get("warm_throughput_rps", nan), "{:.0f}"),
+                _f(run.get("load_minor_faults", nan) / 1000, "{:.0f}k"),
             ]
         )
     return rows
@@ -306,7 +300,9 @@ MEMORY_HEADER = (
     "USS after full GC",
     "start-up (s)",
     "respawn (s)",
-    "req/s",
+    "req/s first load",
+    "req/s warm",
+    "minor faults in first load",
 )
 
 
@@ -323,6 +319,7 @@ def ratio_rows(doc: dict[str, Any]) -> list[list[str]]:
             _f(r["startup"]),
             _f(r["respawn"]),
             _f(r["throughput"]),
+            _f(r["warm_throughput"]),
         ]
         for r in prefork_ratios(doc)
     ]
@@ -338,7 +335,8 @@ RATIO_HEADER = (
     "workers-only PSS ready",
     "start-up",
     "respawn",
-    "req/s",
+    "req/s first load",
+    "req/s warm",
 )
 
 
@@ -628,8 +626,10 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "Memory, start-up and respawn: one server run per cell (respawn: median of "
         f"{pcfg.get('respawns')} kills). Throughput: the three servers of a cell run side by "
         f"side and the load is interleaved between them in {pcfg.get('load_rounds')} rotating "
-        "rounds; the ratio is the median of the per-round ratios. The load client runs on the "
-        "same 2 cores as the workers.\n",
+        "rounds; the ratio is the median of the per-round ratios. *First load* runs right "
+        "after start-up, when a preloaded worker still takes a copy-on-write fault on its first "
+        "write to each shared page (the minor-faults column); *warm* runs the same load after "
+        "the full collections. The load client runs on the same 2 cores as the workers.\n",
     ]
     return "\n".join(parts)
 
@@ -658,6 +658,7 @@ def memory_md(doc: dict[str, Any]) -> str:
                 _f(r["startup"]) + TIMES,
                 _f(r["respawn"]) + TIMES,
                 _f(r["throughput"]) + TIMES,
+                _f(r["warm_throughput"]) + TIMES,
             ]
             for r in rows4
         ],
@@ -676,6 +677,12 @@ def memory_md(doc: dict[str, Any]) -> str:
         "start without importing anything, and a killed worker is replaced by a fork instead of a "
         "fresh import. lazy-apps gives all of that up to avoid sharing database connections - "
         "forkguard makes the sharing safe instead.\n",
+        "Throughput is measured twice, each time interleaved between the three servers: right "
+        "after start-up (*first load*) and again after the full collections (*warm*). In the "
+        "first load a preloaded worker pays a minor page fault and a 4 KiB copy the first time "
+        "it writes to each shared page (a reference count is enough) - the *minor faults* "
+        "column below counts them; lazy workers wrote their pages while importing. Once those "
+        "first touches are behind, the warm figure compares like with like.\n",
         "## Keeping the pages shared: `freeze_gc`\n",
         "Sharing erodes in two ways. Requests that read the working set bump reference counts, "
         "which writes to object headers and un-shares their pages (the *after load* column). And "
