@@ -174,14 +174,16 @@ def run_cell(
         res.master_pss_kb = pss_kb(app_server.master_pid)
         load_log = app_server.read_log()
         kinds = scan(load_log)
+        respawn, res.respawn_status = app_server.measure_recovery(timeout=respawn_timeout)
+        res.respawn_s = None if respawn is None else round(respawn, 3)
+        res.respawn_db_errors = sum(scan(app_server.read_log()[len(load_log) :]).values())
+        # Checked after the respawn probe: a master that halts (gunicorn, when workers fail
+        # to boot) takes a moment to exit after its socket is closed.
         status = app_server.exited()
         if status is not None:
             kinds[f"server exited (status {status})"] += 1
         res.db_error_kinds = dict(kinds.most_common())
         res.db_errors = sum(kinds.values())
-        respawn, res.respawn_status = app_server.measure_recovery(timeout=respawn_timeout)
-        res.respawn_s = None if respawn is None else round(respawn, 3)
-        res.respawn_db_errors = sum(scan(app_server.read_log()[len(load_log) :]).values())
         app_server.stop()
         app_server = None
         rows = target.execute("SELECT id, email FROM fg_lab_users", database=dbname)

@@ -309,10 +309,11 @@ def build_server(
             "--disable-write-exception",
             "--listen",
             "128",
-            "--reload-mercy",
-            "1",
+            # A recycled worker must exit by itself (atexit, finalizers: where mysqlclient's
+            # COM_QUIT fires), not be SIGKILLed by an impatient master: uWSGI's clock ticks
+            # in whole seconds, so a mercy of 1 s kills workers that needed 10 ms.
             "--worker-reload-mercy",
-            "1",
+            "10",
         ]
         if lazy:
             argv.append("--lazy-apps")
@@ -339,6 +340,10 @@ def build_server(
             "--backlog",
             "128",
         ]
+        if _gunicorn_has_control_socket():
+            # gunicorn >= 24 opens a control socket in $HOME by default: one path shared by
+            # every gunicorn on the machine, and not ours to touch.
+            argv.append("--no-control-socket")
         if not lazy:
             argv.append("--preload")
         if strategy in POSTFORK_STRATEGIES:
