@@ -630,6 +630,10 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "after start-up, when a preloaded worker still takes a copy-on-write fault on its first "
         "write to each shared page (the minor-faults column); *warm* runs the same load after "
         "the full collections. The load client runs on the same 2 cores as the workers.\n",
+        "On this shared 2-core machine the throughput ratios move by 10-15 % from run to run "
+        "(the same cell has measured anywhere from about 0.8x to 1.2x across runs while the "
+        "other engineers' tests were running), so read them as *no large difference either "
+        "way*, not as a gain or a loss.\n",
     ]
     return "\n".join(parts)
 
@@ -646,7 +650,8 @@ def memory_md(doc: dict[str, Any]) -> str:
             "after load + full GC",
             "start-up",
             "respawn",
-            "req/s",
+            "req/s first load",
+            "req/s warm",
         ),
         [
             [
@@ -683,6 +688,10 @@ def memory_md(doc: dict[str, Any]) -> str:
         "it writes to each shared page (a reference count is enough) - the *minor faults* "
         "column below counts them; lazy workers wrote their pages while importing. Once those "
         "first touches are behind, the warm figure compares like with like.\n",
+        "On this shared 2-core machine the throughput ratios move by 10-15 % from run to run "
+        "(the same cell has measured anywhere from about 0.8x to 1.2x across runs while the "
+        "other engineers' tests were running), so read them as *no large difference either "
+        "way*, not as a gain or a loss.\n",
         "## Keeping the pages shared: `freeze_gc`\n",
         "Sharing erodes in two ways. Requests that read the working set bump reference counts, "
         "which writes to object headers and un-shares their pages (the *after load* column). And "
