@@ -179,6 +179,11 @@ def run_cell(
         res.respawn_db_errors = sum(scan(app_server.read_log()[len(load_log) :]).values())
         # Checked after the respawn probe: a master that halts (gunicorn, when workers fail
         # to boot) takes a moment to exit after its socket is closed.
+        deadline = time.monotonic() + 5.0
+        while not app_server.worker_pids() and app_server.exited() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # no workers left: the master is halting, or respawning
         status = app_server.exited()
         if status is not None:
             kinds[f"server exited (status {status})"] += 1
