@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# System packages the Python dependencies build against: mysqlclient needs the MariaDB client
-# headers and pkg-config; uWSGI needs gcc and the Python headers. Installs only what is missing.
+# System packages forkguard's tests and lab need: mysqlclient builds against the MariaDB client
+# headers (pkg-config finds them); uWSGI compiles with gcc; the lab and the fault tests start
+# private MariaDB and PostgreSQL servers. Installs only what is missing.
 set -euo pipefail
 missing=()
 pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null \
   || missing+=(libmariadb-dev)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v gcc >/dev/null || missing+=(gcc)
+[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing+=(mariadb-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "forkguard: missing system packages: ${missing[*]}" >&2
