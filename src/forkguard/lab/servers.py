@@ -287,6 +287,15 @@ def _make_tmpdir(prefix: str, owner: Optional[str]) -> str:
     return path
 
 
+def _init_datadir(what: str, argv: list[str], **kwargs: Any) -> None:
+    """Run a server's data-directory initializer; its own output is the error message."""
+    init = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False, **kwargs
+    )
+    if init.returncode != 0:
+        raise ServerUnavailable(f"{what} failed:\n{init.stdout.decode()}{init.stderr.decode()}")
+
+
 @contextlib.contextmanager
 def private_mariadb(
     extra_args: Sequence[str] = (), *, port: Optional[int] = None
@@ -303,7 +312,8 @@ def private_mariadb(
     datadir = os.path.join(base, "data")
     user_args = ["--user=root"] if os.geteuid() == 0 else []
     try:
-        init = subprocess.run(
+        _init_datadir(
+            "mariadb-install-db",
             [
                 install_db,
                 "--no-defaults",
@@ -312,15 +322,7 @@ def private_mariadb(
                 "--skip-test-db",
                 *user_args,
             ],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=120,
-            check=False,
         )
-        if init.returncode != 0:
-            raise ServerUnavailable(
-                "mariadb-install-db failed:\n" + init.stdout.decode() + init.stderr.decode()
-            )
         port = port or free_port()
         server = DBServer(
             kind="mysql",
@@ -379,7 +381,8 @@ def private_postgres(
     base = _make_tmpdir("fg-lab-postgres-", run_as)
     datadir = os.path.join(base, "data")
     try:
-        init = subprocess.run(
+        _init_datadir(
+            "initdb",
             [
                 os.path.join(bindir, "initdb"),
                 "-D",
@@ -392,17 +395,9 @@ def private_postgres(
                 "-E",
                 "UTF8",
             ],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=120,
-            check=False,
             cwd=base,
             **_run_as(run_as),
         )
-        if init.returncode != 0:
-            raise ServerUnavailable(
-                "initdb failed:\n" + init.stdout.decode() + init.stderr.decode()
-            )
         port = port or free_port()
         server = DBServer(
             kind="postgresql",
