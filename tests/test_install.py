@@ -141,6 +141,8 @@ def test_stats_in_the_parent_are_unchanged_by_children(make_engine):
 def test_install_next_to_lazy_proxies_that_raise():
     """install() scans the heap once; Django's unconfigured settings and an unbound werkzeug
     LocalProxy raise when asked for their __class__, and must not break it."""
+    pytest.importorskip("django")
+    pytest.importorskip("werkzeug")
     code = (
         "import django.conf\n"
         "from werkzeug.local import LocalProxy\n"
