@@ -50,6 +50,11 @@ from flask_sqlalchemy import SQLAlchemy  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.orm import close_all_sessions  # noqa: E402
 
+# What real apps hold from import on (caches, lookup tables, config): a modest read-only working
+# set, so that what preloading shares, and lazy-apps duplicates in every worker, is visible.
+DATA_MB = int(os.environ.get("FORKGUARD_LAB_DATA_MB", "32"))
+CATALOG = [(f"catalog-item-{i:08d}", i, i / 7.0) for i in range(DATA_MB * 1024 * 1024 // 160)]
+
 app = Flask(__name__)
 app.config["SQLALCHEMY_DATABASE_URI"] = DB_URL
 app.logger.setLevel(logging.INFO)
