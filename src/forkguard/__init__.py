@@ -131,7 +131,7 @@ def track(conn: Any, *, port: int | None = None) -> Any:
 def stats() -> dict[str, int]:
     """This process's counters: forks seen, connections neutralized, pools replaced, ..."""
     _fork.check()
-    return {**_stats.counters.as_dict(), "gc_freezes": _freeze.freezes}
+    return _stats.counters.as_dict()
 
 
 def _sqlalchemy_available() -> bool:

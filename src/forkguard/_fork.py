@@ -123,6 +123,11 @@ def _run_in_child() -> None:
     after_fork_in_child()
 
 
+def under_uwsgi() -> bool:
+    """True inside a uWSGI process (master or worker): its embedded module is loaded."""
+    return "uwsgi" in sys.modules
+
+
 def _install_uwsgi_hook() -> None:
     """Put our hook first in uWSGI's post-fork chain, keeping whatever hooks were there.
 

@@ -16,39 +16,30 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import sys
 
-from . import _fork
+from . import _fork, _stats
 
 log = logging.getLogger("forkguard")
 
 _enabled = False
 _registered = False
-# Freezes this process made: one per fork it performed (a uWSGI worker: one, of its own).
-freezes = 0
 
 
 def _before_fork() -> None:
-    global freezes
     if not _enabled:
         return
     gc.collect()
     gc.freeze()
-    freezes += 1
+    _stats.counters.gc_freezes += 1
     log.debug("forkguard: pid %d froze %d objects before fork", os.getpid(), gc.get_freeze_count())
 
 
 def _in_child(parent_pid: int) -> None:
-    global freezes
-    freezes = 0
-    if _enabled and _under_uwsgi() and gc.get_freeze_count() == 0:
+    # The counters were reset for this child before this handler runs.
+    if _enabled and _fork.under_uwsgi() and gc.get_freeze_count() == 0:
         # No pre-fork hook in a uWSGI master: freeze here, before this worker's first request.
         gc.freeze()
-        freezes = 1
-
-
-def _under_uwsgi() -> bool:
-    return "uwsgi" in sys.modules
+        _stats.counters.gc_freezes += 1
 
 
 def enable() -> None:

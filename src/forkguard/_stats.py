@@ -13,6 +13,8 @@ class Stats:
     pools_replaced: int = 0
     sessions_reset: int = 0
     strict_violations: int = 0
+    # gc.freeze() calls made by this process: one per fork it performed (uWSGI worker: its own).
+    gc_freezes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
