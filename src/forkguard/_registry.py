@@ -56,6 +56,10 @@ class TrackedConnection:
         url = f" to {self.url}" if self.url else ""
         return f"{self.driver} connection{url} opened in pid {self.owner_pid} at {where}"
 
+    def stack_text(self) -> str:
+        """The opening stack, for messages (empty unless tracing was on when it was opened)."""
+        return "\nOpened at:\n" + "".join(self.stack) if self.stack else ""
+
 
 _tracked: dict[int, TrackedConnection] = {}
 

@@ -168,9 +168,7 @@ def _error_for(state: _registry.TrackedConnection) -> Callable[[], Exception]:
             f"through fork(): {state.describe()}. Its socket belongs to pid {state.owner_pid}; "
             "forkguard has cut this process off from it. Open connections after the fork "
             "(not at import time), or run `forkguard doctor` to find where."
-        )
-        if state.stack:
-            message += "\nOpened at:\n" + "".join(state.stack)
+        ) + state.stack_text()
         if strict:
             _stats.counters.strict_violations += 1
         cls = InheritedConnectionError if strict else InheritedConnectionDisconnect
@@ -243,7 +241,7 @@ def after_fork_in_child(parent_pid: int) -> None:
                 "forkguard: pid %d inherited a %s; neutralized it and opened a fresh pool.%s",
                 os.getpid(),
                 state.describe(),
-                ("\nOpened at:\n" + "".join(state.stack)) if state.stack else "",
+                state.stack_text(),
             )
     level = logging.INFO if inherited or sessions else logging.DEBUG
     log.log(
