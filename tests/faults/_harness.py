@@ -373,16 +373,19 @@ def run_load(
     return run
 
 
-def probe_workers(srv: AppServer, *, time_cap: float = 15.0) -> tuple[set[int], int]:
-    """Echo bursts until every live worker has answered 200; (pids that did, failures seen).
+def probe_workers(srv: AppServer, *, time_cap: float = 40.0) -> tuple[set[int], int]:
+    """Echo bursts until all workers are up and every one has answered 200; (pids that did,
+    failures seen).
 
+    Right after churn a recycled worker may still be dying and its replacement not yet forked
+    (a busy 2-core machine makes that take seconds), so this waits for the full set.
     Each echo holds its worker 50 ms so that concurrent requests spread over all workers.
     """
-    live = set(wait_workers(srv, 5.0))
+    live = set(wait_workers(srv, 30.0))
     answered: set[int] = set()
     failures = 0
     deadline = time.monotonic() + time_cap
-    while time.monotonic() < deadline and not live <= answered:
+    while time.monotonic() < deadline and not (len(live) >= WORKERS and live <= answered):
         run = run_load(srv.port, total=WORKERS * 4, concurrency=WORKERS * 2, time_cap=5,
                        ops=("echo",), hold=0.05)  # fmt: skip
         answered |= {r.pid for r in run.reqs if r.status == 200 and r.pid is not None}
