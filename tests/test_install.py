@@ -82,6 +82,25 @@ def test_uninstall_removes_every_hook(make_engine):
     assert not _parent_alive(engine)
 
 
+@pytest.mark.parametrize("how", ["install", "protect"])
+def test_nothing_runs_on_checkin_and_one_listener_on_checkout(make_engine, how):
+    """The hot path budget: SQLAlchemy builds a PoolResetState per checkin for any ``reset``
+    listener, and leaves its checkout fast path for any ``checkout`` listener; forkguard pays
+    the second (its fork check) and never the first (docs/benchmarks.md)."""
+    engine = make_engine(URLS["pymysql"])
+    if how == "install":
+        forkguard.install()
+    else:
+        forkguard.protect(engine)
+    dispatch = engine.pool.dispatch
+    assert not dispatch.reset and not dispatch.checkin
+    assert len(list(dispatch.checkout)) == 1
+    # A checkout in the parent runs it and touches nothing.
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    assert forkguard.stats()["forks_seen"] == 0
+
+
 def test_protect_guards_only_that_engine(make_engine):
     guarded = forkguard.protect(make_engine(URLS["pymysql"]))
     other = make_engine(URLS["pymysql"])

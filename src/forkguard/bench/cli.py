@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from . import machine, report
+from . import instructions
 from .hotpath import BACKENDS, HotPathConfig, run_forkcost, run_hotpath
 from .prefork import SERVERS, PreforkConfig, run_prefork
 
 log = logging.getLogger("forkguard.bench")
 
-PARTS = ("hotpath", "fork", "prefork")
+PARTS = ("hotpath", "instructions", "fork", "prefork")
 
 
 def _csv(value: str) -> list[str]:
@@ -84,6 +85,15 @@ def _configs(args: argparse.Namespace) -> tuple[HotPathConfig, PreforkConfig]:
     return hot, pre
 
 
+def _instructions(quick: bool) -> dict[str, Any]:
+    if not instructions.available():
+        log.warning("valgrind is not installed: no instruction counts (apt-get install valgrind)")
+        return {"skipped": "valgrind is not installed"}
+    log.info("instructions per bare checkout (callgrind)")
+    small, large = (100, 300) if quick else (1000, 3000)
+    return instructions.run_instructions(small=small, large=large)
+
+
 def _docs_dir(args: argparse.Namespace) -> Optional[str]:
     if args.no_docs:
         return None
@@ -140,6 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if "hotpath" in args.only:
             doc["hotpath"] = run_hotpath(hot_cfg, backends)
+        if "instructions" in args.only:
+            doc["instructions"] = _instructions(bool(args.quick))
         if "fork" in args.only:
             doc["forkcost"] = run_forkcost(hot_cfg, backends)
         if "prefork" in args.only:

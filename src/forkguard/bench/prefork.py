@@ -65,8 +65,9 @@ class PreforkConfig:
     servers: Sequence[str] = SERVERS
     workers: Sequence[int] = (4, 8)
     mb: float = 300.0
-    load_seconds: float = 6.0
-    load_rounds: int = 6
+    # 1 s slices, many of them: a throughput ratio is the median of the per-slice pairs.
+    load_seconds: float = 10.0
+    load_rounds: int = 10
     respawns: int = 2
     backend: str = "mariadb"
     start_timeout: float = 120.0

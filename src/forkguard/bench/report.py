@@ -235,11 +235,28 @@ def bare_rows(doc: dict[str, Any]) -> list[list[str]]:
                 _f(ns["forkguard"]["median"], "{:.0f}"),
                 _f(b["added_ns"]["median"], "{:+.0f}"),
                 _f(split.get("checkout_dispatch", {}).get("median", float("nan")), "{:+.0f}"),
-                _f(split.get("reset_dispatch", {}).get("median", float("nan")), "{:+.0f}"),
                 _f(split.get("forkguard_own", {}).get("median", float("nan")), "{:+.0f}"),
             ]
         )
     return rows
+
+
+def instruction_rows(doc: dict[str, Any]) -> list[list[str]]:
+    ins = doc.get("instructions", {})
+    if "per_op" not in ins:
+        return []
+    per_op, split = ins["per_op"], ins["split"]
+    return [
+        [
+            ins["backend"],
+            _f(per_op["unguarded"], "{:,.0f}"),
+            _f(per_op["forkguard"], "{:,.0f}"),
+            _f(split["added"], "{:+,.0f}"),
+            _f(split["checkout_dispatch"], "{:+,.0f}"),
+            _f(split["forkguard_own"], "{:+,.0f}"),
+            _f(_ratio(split["forkguard_own"], split["added"]) * 100, "{:.0f} %"),
+        ]
+    ]
 
 
 def fork_rows(doc: dict[str, Any]) -> list[list[str]]:
@@ -365,6 +382,12 @@ def terminal(doc: dict[str, Any]) -> str:
             md_table(BARE_HEADER, bare_rows(doc)),
             _micro_line(doc),
         ]
+    if instruction_rows(doc):
+        parts += [
+            "",
+            "Instructions per bare checkout + checkin (callgrind)",
+            md_table(INSTRUCTION_HEADER, instruction_rows(doc)),
+        ]
     if doc.get("forkcost"):
         parts += [
             "",
@@ -393,9 +416,17 @@ BARE_HEADER = (
     "unguarded CPU ns",
     "forkguard CPU ns",
     "added CPU ns",
-    "of which: checkout dispatch",
-    "reset dispatch",
+    "of which: SQLAlchemy's checkout slow path",
     "forkguard's own code",
+)
+INSTRUCTION_HEADER = (
+    "backend",
+    "unguarded instructions",
+    "forkguard instructions",
+    "added",
+    "of which: SQLAlchemy's checkout slow path",
+    "forkguard's own code",
+    "forkguard's share",
 )
 FORK_HEADER = ("backend", "manual dispose(close=False)", "forkguard", "ratio", "difference ms")
 
@@ -533,6 +564,21 @@ def _header(doc: dict[str, Any], title: str) -> str:
     )
 
 
+def _instructions_md(doc: dict[str, Any]) -> str:
+    ins = doc.get("instructions", {})
+    if "skipped" in ins:
+        return f"Instruction counts: skipped ({ins['skipped']}).\n"
+    if not instruction_rows(doc):
+        return ""
+    return (
+        "The same split in instructions, counted by valgrind's callgrind: each configuration "
+        f"runs {ins['small']} and then {ins['large']} bare checkouts in a fresh process "
+        "(same warm-up, `PYTHONHASHSEED=0`), and the difference divided by the difference in "
+        "checkouts is one checkout + checkin. Unlike CPU time, these counts do not move with "
+        "the machine's load.\n\n" + md_table(INSTRUCTION_HEADER, instruction_rows(doc)) + "\n"
+    )
+
+
 def benchmarks_md(doc: dict[str, Any]) -> str:
     hot = doc.get("hotpath", {})
     cfg = hot.get("config", {})
@@ -569,22 +615,20 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "round on "
         "an engine with `pool_reset_on_return=None` (so checkin does no IO), timed in the "
         "benchmark thread's CPU time (`time.thread_time_ns()`), so time spent descheduled on "
-        "the shared machine does not count (wall times are in results.json). Two extra "
-        "configurations split the added time: one do-nothing `checkout` listener, then do-nothing "
-        "`checkout` + `reset` listeners - the two pool events forkguard's listeners see on every "
-        "checkout/checkin.\n",
+        "the shared machine does not count (wall times are in results.json). One extra "
+        "configuration splits the added time: one do-nothing `checkout` listener - the one pool "
+        "event forkguard listens to on every checkout (it listens to none on checkin).\n",
         md_table(BARE_HEADER, bare_rows(doc)),
         "",
+        _instructions_md(doc),
         "Where the time goes:\n",
-        "- **SQLAlchemy's event dispatch.** With no `checkout` listener and no pre-ping, "
+        "- **SQLAlchemy's checkout slow path.** With no `checkout` listener and no pre-ping, "
         "`_ConnectionFairy._checkout` returns at once; with *any* listener it takes the slow path "
-        "(a retry loop, a `try`, the dispatch call). With any `reset` listener, every checkin "
-        "builds a `PoolResetState` and dispatches. Those two columns are what any library "
-        "hooking these "
-        "events pays, before running a line of its own.\n"
-        "- **forkguard's own code** is two fork checks (checkout and reset) and an "
-        "`isinstance`. A fork check is one byte read of a `MADV_WIPEONFORK` page - the "
-        "kernel zeroes it in every "
+        "(a retry loop, about twenty attribute reads and writes, the dispatch call). That column "
+        "is what any library hooking checkout pays - SQLAlchemy's own documented pid recipe "
+        "included - before running a line of its own; on this machine it alone is above 1 µs.\n"
+        "- **forkguard's own code** is one fork check and one type check. A fork check is one "
+        "byte read of a `MADV_WIPEONFORK` page - the kernel zeroes it in every "
         f"child, however it was forked - so the common case is one compare, no syscall: "
         f"{_f(m.get('fork_check_ns', float('nan')), '{:.0f}')} ns per call here, against "
         f"{_f(m.get('getpid_ns', float('nan')), '{:.0f}')} ns for `os.getpid()` and "
@@ -592,9 +636,12 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "(marker page in use: "
         f"{'yes' if m.get('wipeonfork_marker') else 'no - getpid() fallback'}). "
         "`os.getpid()` runs only in a child, once, after the marker reads 0.\n"
-        "- The `reset` listener is there for forks that run no hook (a `ctypes`/C-extension fork "
-        "with a connection checked out across it): it stops the rollback-on-return from reaching "
-        "the parent's socket. Its dispatch is the larger share of the bare cost.\n",
+        "- **Nothing on checkin.** forkguard has no `reset` listener: SQLAlchemy builds a "
+        "`PoolResetState` and dispatches on every checkin once any exists (about 2 µs per "
+        "checkin here, measured before it was removed), and it would only have covered a "
+        "connection checked out across a fork that ran no hook and returned before any checkout, "
+        "ORM execute or garbage collection - while a `Connection` inside a transaction rolls back "
+        "through the dialect before the pool's reset anyway (README, *Known limits*).\n",
         "## 2. Fork cost: first working connection in the child\n",
         f"{fcfg.get('rounds')} interleaved rounds per server. The parent holds one pooled "
         "connection, forks; the clock runs from just before `os.fork()` in the parent to the "

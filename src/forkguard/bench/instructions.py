@@ -1,0 +1,116 @@
+"""Instructions per bare checkout + checkin, counted by valgrind's callgrind.
+
+CPU time on a shared 2-core machine moves by more than forkguard's whole cost from one round to
+the next; an instruction count does not (the same program, inputs and hash seed give the same
+count whatever else the machine runs). So the split of the bare checkout's cost - SQLAlchemy's
+price for any ``checkout`` listener, then forkguard's own code - is also given as instructions.
+
+Each configuration runs in a child process under ``valgrind --tool=callgrind``, twice: with
+``small`` and with ``large`` checkouts after the same warm-up. Start-up (interpreter, imports,
+the first connection) is the same in both, so ``(I_large - I_small) / (large - small)`` is the
+count for one checkout + checkin. The cyclic GC is paused during the counted loop (the
+timed benchmark keeps it on), so a collection landing in one run and not the other does not
+count as anyone's cost.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .hotpath import BACKENDS, BARE_CONFIGS
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+WARMUP = 200
+
+
+def available() -> bool:
+    return shutil.which("valgrind") is not None
+
+
+def _count(config: str, n: int, url: str, timeout: float) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    proc = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "forkguard.bench.instructions",
+            config,
+            str(n),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    found = _COLLECTED.search(proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(
+            f"callgrind run of {config!r} x{n} failed (exit {proc.returncode}): "
+            f"{proc.stderr[-2000:]}"
+        )
+    return int(found.group(1))
+
+
+def run_instructions(
+    small: int = 1000, large: int = 3000, backend: str = "mariadb", timeout: float = 300.0
+) -> dict[str, Any]:
+    """Instructions per bare checkout + checkin for every configuration of the bare benchmark."""
+    url = BACKENDS[backend]
+    jobs = [(config, n) for config in BARE_CONFIGS for n in (small, large)]
+    # Counts do not depend on what else runs, so the runs may share the machine's cores.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        counts = list(pool.map(lambda job: _count(job[0], job[1], url, timeout), jobs))
+    totals = dict(zip(jobs, counts))
+    per_op = {c: (totals[(c, large)] - totals[(c, small)]) / (large - small) for c in BARE_CONFIGS}
+    return {
+        "backend": backend,
+        "small": small,
+        "large": large,
+        "per_op": per_op,
+        "split": {
+            "checkout_dispatch": per_op["noop-checkout"] - per_op["unguarded"],
+            "forkguard_own": per_op["forkguard"] - per_op["noop-checkout"],
+            "added": per_op["forkguard"] - per_op["unguarded"],
+        },
+    }
+
+
+def _child(argv: Sequence[str]) -> None:
+    """One configuration, ``WARMUP`` + n bare checkouts (what callgrind counts)."""
+    import gc
+
+    import sqlalchemy as sa
+
+    from .hotpath import _assert_config, _set_config
+
+    config, n, url = argv[0], int(argv[1]), argv[2]
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
+    _set_config(config)
+    _assert_config(engine, config)
+    pool = engine.pool
+    for _ in range(WARMUP):
+        pool.connect().close()
+    # A collection's cost is lumpy (one more or one fewer in a run moves the count by more than
+    # the effect), so the cyclic GC waits until the counted loop is over.
+    gc.collect()
+    gc.disable()
+    for _ in range(n):
+        pool.connect().close()
+    _set_config("unguarded")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])
