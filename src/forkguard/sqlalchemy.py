@@ -116,7 +116,7 @@ def _on_checkout(
     record: Any,
     proxy: Any,
     _check: Callable[[], bool] = _fork.check,
-    _stand_in: type = InheritedConnection,
+    _stand_in: type[InheritedConnection] = InheritedConnection,
 ) -> None:
     """The one listener on the checkout hot path: a fork check and a type check.
 

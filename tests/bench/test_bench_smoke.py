@@ -81,7 +81,7 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
     assert [(r["server"], r["variant"]) for r in runs] == [("gunicorn", v) for v in VARIANTS]
     for run in runs:
         assert run["error"] is None, run
-        assert set(run["memory"]) == {"ready", "load", "gc"}
+        assert set(run["memory"]) == {"ready", "load", "gc", "warm"}
         for mem in run["memory"].values():
             assert mem["processes"] == 3  # master + 2 workers
             assert mem["pss_kb"] > 0 and mem["uss_kb"] > 0

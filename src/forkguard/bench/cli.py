@@ -16,8 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from . import machine, report
-from . import instructions
+from . import instructions, machine, report
 from .hotpath import BACKENDS, HotPathConfig, run_forkcost, run_hotpath
 from .prefork import SERVERS, PreforkConfig, run_prefork
 
@@ -66,7 +65,15 @@ def _configs(args: argparse.Namespace) -> tuple[HotPathConfig, PreforkConfig]:
         hot = HotPathConfig(
             rounds=3, query_iterations=200, bare_iterations=3000, fork_rounds=4, micro_number=50000
         )
-        pre = PreforkConfig(workers=(2,), mb=16.0, load_seconds=1.0, load_rounds=2, respawns=1)
+        pre = PreforkConfig(
+            workers=(2,),
+            mb=16.0,
+            first_load_requests_per_worker=50,
+            first_load_rounds=2,
+            load_seconds=1.0,
+            load_rounds=2,
+            respawns=1,
+        )
     else:
         hot, pre = HotPathConfig(), PreforkConfig()
     if args.rounds:

@@ -88,7 +88,7 @@ def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
             for variant in VARIANTS[1:]:
                 run = find_run(doc, server, workers, variant)
                 row: dict[str, Any] = {"server": server, "workers": workers, "variant": variant}
-                for phase in ("ready", "load", "gc"):
+                for phase in ("ready", "load", "gc", "warm"):
                     row[f"pss_{phase}"] = _ratio(_mem(run, phase), _mem(lazy, phase))
                     row[f"workers_pss_{phase}"] = _ratio(
                         _mem(run, phase, "workers_pss_kb"), _mem(lazy, phase, "workers_pss_kb")
@@ -141,7 +141,6 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             ns <= BARE_TARGET_NS,
             "{:.0f} ns",
         )
-    load_s = _f(doc.get("prefork", {}).get("config", {}).get("load_seconds", nan), "{:.0f}")
     for row in prefork_ratios(doc):
         tag = f"{row['server']} x{row['workers']}, {VARIANT_LABELS[row['variant']]}"
         if row["workers"] == 4 and row["variant"] == "forkguard":
@@ -158,9 +157,9 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 row["respawn"],
                 row["respawn"] <= RESPAWN_TARGET,
             )
-            for key, when in (("throughput", "first {} s"), ("warm_throughput", "warm")):
+            for key, when in (("throughput", "first load"), ("warm_throughput", "warm")):
                 add(
-                    f"throughput ({when.format(load_s)}) / lazy, {tag}",
+                    f"throughput ({when}) / lazy, {tag}",
                     f">= {THROUGHPUT_TARGET}",
                     row[key],
                     row[key] >= THROUGHPUT_TARGET,
@@ -172,9 +171,9 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 row["pss_gc"],
                 row["pss_gc"] <= FREEZE_GC_TARGET,
             )
-            for key, when in (("throughput", "first {} s"), ("warm_throughput", "warm")):
+            for key, when in (("throughput", "first load"), ("warm_throughput", "warm")):
                 add(
-                    f"throughput ({when.format(load_s)}) / lazy, {tag}",
+                    f"throughput ({when}) / lazy, {tag}",
                     f">= {FREEZE_THROUGHPUT_TARGET}",
                     row[key],
                     row[key] >= FREEZE_THROUGHPUT_TARGET,
@@ -292,6 +291,7 @@ def memory_rows(doc: dict[str, Any]) -> list[list[str]]:
                 _mb(mem["load"]["pss_kb"]),
                 _mb(mem["gc"]["pss_kb"]),
                 _mb(mem["gc"]["uss_kb"]),
+                _mb(mem["warm"]["pss_kb"]) if "warm" in mem else "n/a",
                 _f(run["startup_s"], "{:.2f}"),
                 _f(
                     run["respawn_median_s"]
@@ -315,6 +315,7 @@ MEMORY_HEADER = (
     "PSS after load",
     "PSS after full GC",
     "USS after full GC",
+    "PSS after warm load",
     "start-up (s)",
     "respawn (s)",
     "req/s first load",
@@ -332,6 +333,7 @@ def ratio_rows(doc: dict[str, Any]) -> list[list[str]]:
             _f(r["pss_ready"]),
             _f(r["pss_load"]),
             _f(r["pss_gc"]),
+            _f(r["pss_warm"]),
             _f(r["workers_pss_ready"]),
             _f(r["startup"]),
             _f(r["respawn"]),
@@ -349,6 +351,7 @@ RATIO_HEADER = (
     "PSS ready",
     "PSS after load",
     "PSS after full GC",
+    "PSS after warm load",
     "workers-only PSS ready",
     "start-up",
     "respawn",
@@ -662,8 +665,10 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         f"A Flask-SQLAlchemy app building ~{_f(pcfg.get('mb', float('nan')), '{:.0f}')} MB of "
         f"GC-tracked rows at import ({pcfg.get('driver_url')}), under uWSGI and gunicorn "
         f"with {', '.join(map(str, pcfg.get('workers', [])))} sync workers; load: the lab's load "
-        f"client (echo / read / write through the database) for {pcfg.get('load_seconds')} s. "
-        "Total PSS is master + workers. Details, the method and the `freeze_gc` story: "
+        "client (echo / read / write through the database): first "
+        f"{pcfg.get('first_load_requests_per_worker')} requests per worker, then (*warm*, after "
+        f"the full collections) {pcfg.get('load_seconds')} s. Total PSS is master + workers. "
+        "Details, the method and the `freeze_gc` story: "
         "[memory.md](memory.md).\n",
         md_table(MEMORY_HEADER, memory_rows(doc)),
         "",
@@ -672,8 +677,10 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         f"![memory](img/{IMG_MEMORY})\n",
         "Memory, start-up and respawn: one server run per cell (respawn: median of "
         f"{pcfg.get('respawns')} kills). Throughput: the three servers of a cell run side by "
-        f"side and the load is interleaved between them in {pcfg.get('load_rounds')} rotating "
-        "rounds; the ratio is the median of the per-round ratios. *First load* runs right "
+        "side and the load is interleaved between them in rotating rounds "
+        f"({pcfg.get('first_load_rounds')} for the first load, {pcfg.get('load_rounds')} of "
+        "1 s for the warm one); the ratio is the median of the per-round ratios. "
+        "*First load* runs right "
         "after start-up, when a preloaded worker still takes a copy-on-write fault on its first "
         "write to each shared page (the minor-faults column); *warm* runs the same load after "
         "the full collections. The load client runs on the same 2 cores as the workers.\n",
@@ -749,6 +756,30 @@ def memory_md(doc: dict[str, Any]) -> str:
         "`gc.freeze()` runs first thing in each worker. Frozen objects sit in a permanent "
         "generation the collector never visits, so a worker's full collection leaves them, and "
         "their pages, alone.\n",
+        "In the workers:\n",
+        "- **Never `gc.unfreeze()` in a worker.** It moves every frozen object back into the "
+        "oldest generation; the next full collection then visits - and un-shares - the whole "
+        "inherited heap, exactly what the freeze avoided. In the master it is harmless but "
+        "pointless: forkguard freezes again before the next fork (`gc.freeze()` is an O(1) list "
+        "splice; already-frozen objects are not touched twice).\n"
+        "- **What stays garbage.** Frozen objects are never collected. forkguard runs one "
+        "`gc.collect()` right before the freeze, so only what is live at fork is frozen; a "
+        "reference cycle the worker later drops among *inherited* objects is not reclaimed in "
+        "that worker (it lives as long as the worker - workers recycled by `max-requests` bound "
+        "it).\n"
+        "- **Thresholds.** With the inherited heap frozen, each collection in a worker scans only "
+        "the worker's own objects, so CPython's default thresholds `(700, 10, 10)` stay cheap and "
+        "forkguard leaves them as they are. Instagram, before `gc.freeze()` existed, disabled "
+        "the collector (`gc.disable()`) and later raised the first threshold instead; with the "
+        "freeze neither is needed. A worker whose requests allocate many containers can still "
+        "raise the first threshold (e.g. `gc.set_threshold(50_000, 20, 20)` in a post-fork hook) "
+        "to collect less often - measure it with this benchmark before keeping it.\n"
+        "- **Only where it is a pre-fork master.** The freeze runs in the process that calls "
+        "`os.fork()` (via `os.register_at_fork(before=...)`), once per fork, and only with "
+        "`freeze_gc` on; `subprocess` does not run it (unless given a `preexec_fn`, it forks "
+        "without the at-fork hooks). "
+        "Under uWSGI it runs in each worker, once, and only if nothing is frozen there yet "
+        "(`tests/test_freeze_gc.py`).\n",
         "## All runs\n",
         md_table(MEMORY_HEADER, memory_rows(doc)),
         "",
@@ -765,9 +796,21 @@ def memory_md(doc: dict[str, Any]) -> str:
         "workers (`--preload` unless lazy), each in its own process group on 127.0.0.1, stopped "
         "(SIGTERM, then SIGKILL to the group) after every run.\n"
         "- *Ready*: every worker has answered a request; start-up is the time from launching the "
-        "server to that point. *After load*: the lab's load client (echo, reads, writes) for "
-        f"{pcfg.get('load_seconds')} s. *After full GC*: `/gc` (one `gc.collect()`) answered "
-        "by every worker. PSS/USS from `/proc/PID/smaps_rollup` of the master and every worker.\n"
+        "server to that point. *After load*: the lab's load client (echo, reads, writes), "
+        f"{pcfg.get('first_load_requests_per_worker')} requests per worker in "
+        f"{pcfg.get('first_load_rounds')} interleaved rounds - a bound in requests, not seconds, "
+        "because what the load un-shares grows with the requests each worker served (see "
+        "below), whatever the machine's speed. *After full GC*: `/gc` (one `gc.collect()`) "
+        "answered by every worker. *After warm load*: after a further "
+        f"{pcfg.get('load_seconds')} s of the same load ({pcfg.get('load_rounds')} interleaved "
+        "1 s rounds, the *warm* throughput). PSS/USS from `/proc/PID/smaps_rollup` of the master "
+        "and every worker.\n"
+        "- *Reference counts still un-share.* Each request reads a random 0.1 % slice of the "
+        "rows, and reading an object writes its reference count: after k requests a worker has "
+        "written to about 1 - exp(-k/1000) of the working set's pages (39 % after 500, 95 % "
+        "after 3000). `gc.freeze()` stops the collector's writes, not these; CPython 3.12's "
+        "immortal objects cover only built-in singletons. The *after warm load* column shows "
+        "where a long-running worker ends up; recycling workers (`max-requests`) resets it.\n"
         f"- *Respawn*: SIGKILL one worker, time until a new pid answers a database request; "
         f"median of {pcfg.get('respawns')}. uWSGI's master notices a dead worker on its own "
         "cycle, which bounds its preloaded respawn time from below.\n",
