@@ -73,8 +73,8 @@ class PreforkConfig:
     first_load_rounds: int = 5
     # The warm load is timed: 1 s slices, many of them; a throughput ratio is the median of
     # the per-slice pairs.
-    load_seconds: float = 10.0
-    load_rounds: int = 10
+    load_seconds: float = 16.0
+    load_rounds: int = 16
     respawns: int = 4
     backend: str = "mariadb"
     start_timeout: float = 120.0
