@@ -97,8 +97,9 @@ def _instructions(quick: bool) -> dict[str, Any]:
         log.warning("valgrind is not installed: no instruction counts (apt-get install valgrind)")
         return {"skipped": "valgrind is not installed"}
     log.info("instructions per bare checkout (callgrind)")
-    small, large = (100, 300) if quick else (1000, 3000)
-    return instructions.run_instructions(small=small, large=large)
+    if quick:
+        return instructions.run_instructions(small=100, large=300, repeats=1)
+    return instructions.run_instructions()
 
 
 def _docs_dir(args: argparse.Namespace) -> Optional[str]:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .hotpath import BACKENDS, BARE_CONFIGS
+from .timing import median
 
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 WARMUP = 200
@@ -34,8 +35,8 @@ def available() -> bool:
     return shutil.which("valgrind") is not None
 
 
-def _count(config: str, n: int, url: str, timeout: float) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
+def _count(config: str, n: int, url: str, timeout: float, repeat: int = 0) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0", FG_BENCH_LAYOUT="x" * (64 * repeat))
     proc = subprocess.run(
         [
             "valgrind",
@@ -64,26 +65,49 @@ def _count(config: str, n: int, url: str, timeout: float) -> int:
 
 
 def run_instructions(
-    small: int = 1000, large: int = 3000, backend: str = "mariadb", timeout: float = 300.0
+    small: int = 500,
+    large: int = 1500,
+    repeats: int = 3,
+    backend: str = "mariadb",
+    timeout: float = 300.0,
 ) -> dict[str, Any]:
-    """Instructions per bare checkout + checkin for every configuration of the bare benchmark."""
+    """Instructions per bare checkout + checkin for every configuration of the bare benchmark.
+
+    A count is the same for the same process started the same way, but not quite across
+    starts (seen here: one configuration off by ~800 instructions per checkout in one of
+    several runs, the others identical), so every (configuration, size) runs ``repeats``
+    times, each repeat under a different environment size (which moves the initial stack),
+    and the figures are medians over repeats, with their range.
+    """
     url = BACKENDS[backend]
-    jobs = [(config, n) for config in BARE_CONFIGS for n in (small, large)]
+    jobs = [(c, n, r) for r in range(repeats) for c in BARE_CONFIGS for n in (small, large)]
     # Counts do not depend on what else runs, so the runs may share the machine's cores.
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        counts = list(pool.map(lambda job: _count(job[0], job[1], url, timeout), jobs))
+        counts = list(pool.map(lambda job: _count(job[0], job[1], url, timeout, job[2]), jobs))
     totals = dict(zip(jobs, counts))
-    per_op = {c: (totals[(c, large)] - totals[(c, small)]) / (large - small) for c in BARE_CONFIGS}
+    per_repeat = [
+        {c: (totals[(c, large, r)] - totals[(c, small, r)]) / (large - small) for c in BARE_CONFIGS}
+        for r in range(repeats)
+    ]
+    splits = [
+        {
+            "checkout_dispatch": p["noop-checkout"] - p["unguarded"],
+            "forkguard_own": p["forkguard"] - p["noop-checkout"],
+            "added": p["forkguard"] - p["unguarded"],
+        }
+        for p in per_repeat
+    ]
     return {
         "backend": backend,
         "small": small,
         "large": large,
-        "per_op": per_op,
-        "split": {
-            "checkout_dispatch": per_op["noop-checkout"] - per_op["unguarded"],
-            "forkguard_own": per_op["forkguard"] - per_op["noop-checkout"],
-            "added": per_op["forkguard"] - per_op["unguarded"],
+        "repeats": repeats,
+        "per_op": {c: median([p[c] for p in per_repeat]) for c in BARE_CONFIGS},
+        "split": {k: median([s[k] for s in splits]) for k in splits[0]},
+        "split_range": {
+            k: [min(s[k] for s in splits), max(s[k] for s in splits)] for k in splits[0]
         },
+        "per_repeat": per_repeat,
     }
 
 

@@ -274,14 +274,22 @@ def instruction_rows(doc: dict[str, Any]) -> list[list[str]]:
     if "per_op" not in ins:
         return []
     per_op, split = ins["per_op"], ins["split"]
+    spread = ins.get("split_range", {})
+
+    def cell(key: str) -> str:
+        text = _f(split[key], "{:+,.0f}")
+        if key in spread and ins.get("repeats", 1) > 1:
+            text += f" ({_f(spread[key][0], '{:+,.0f}')} to {_f(spread[key][1], '{:+,.0f}')})"
+        return text
+
     return [
         [
             ins["backend"],
             _f(per_op["unguarded"], "{:,.0f}"),
             _f(per_op["forkguard"], "{:,.0f}"),
-            _f(split["added"], "{:+,.0f}"),
-            _f(split["checkout_dispatch"], "{:+,.0f}"),
-            _f(split["forkguard_own"], "{:+,.0f}"),
+            cell("added"),
+            cell("checkout_dispatch"),
+            cell("forkguard_own"),
             _f(_ratio(split["forkguard_own"], split["added"]) * 100, "{:.0f} %"),
         ]
     ]
@@ -608,8 +616,10 @@ def _instructions_md(doc: dict[str, Any]) -> str:
     return (
         "The same split in instructions, counted by valgrind's callgrind: each configuration "
         f"runs {ins['small']} and then {ins['large']} bare checkouts in a fresh process "
-        "(same warm-up, `PYTHONHASHSEED=0`), and the difference divided by the difference in "
-        "checkouts is one checkout + checkin. Unlike CPU time, these counts do not move with "
+        "(same warm-up, `PYTHONHASHSEED=0`, the cyclic GC paused in the counted loop), and the "
+        "difference divided by the difference in checkouts is one checkout + checkin; "
+        f"{ins.get('repeats', 1)} repeats, each under a different environment size, give the "
+        "median and (in parentheses) the range. Unlike CPU time, these counts do not move with "
         "the machine's load.\n\n" + md_table(INSTRUCTION_HEADER, instruction_rows(doc)) + "\n"
     )
 
