@@ -2,8 +2,9 @@
 
 CPU time on a shared 2-core machine moves by more than forkguard's whole cost from one round to
 the next; an instruction count does not (the same program, inputs and hash seed give the same
-count whatever else the machine runs). So the split of the bare checkout's cost - SQLAlchemy's
-price for any ``checkout`` listener, then forkguard's own code - is also given as instructions.
+count, or one within a few hundred instructions of it, whatever else the machine runs). So the
+split of the bare checkout's cost - SQLAlchemy's price for any ``checkout`` listener, then
+forkguard's own code - is also given as instructions.
 
 Each configuration runs in a child process under ``valgrind --tool=callgrind``, twice: with
 ``small`` and with ``large`` checkouts after the same warm-up. Start-up (interpreter, imports,
