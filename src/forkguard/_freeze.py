@@ -23,10 +23,44 @@ log = logging.getLogger("forkguard")
 
 _enabled = False
 _registered = False
+# The process that turned the freeze on: the one that imported the app, i.e. the pre-fork
+# master. Its workers inherit ``_enabled``, but a worker that forks helpers of its own is not
+# a pre-fork master, and freezing there would cost it a full collection for nothing.
+_owner_pid: int | None = None
+
+
+def _is_pre_fork_master() -> bool:
+    """The process that turned the freeze on - or, once that one has exited, the process that
+    carries on in its place (a master that daemonized after importing the app, as
+    ``gunicorn --daemon --preload`` does). A worker's forks never qualify: its master lives."""
+    global _owner_pid
+    pid = os.getpid()
+    if pid == _owner_pid:
+        return True
+    if _owner_pid is None or _alive(_owner_pid):
+        return False
+    _owner_pid = pid
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Exists and is not a zombie (an exited master its parent has not reaped yet is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return True  # no /proc (not Linux): kill() said it exists
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
 
 
 def _before_fork() -> None:
-    if not _enabled:
+    if not _enabled or not _is_pre_fork_master():
         return
     gc.collect()
     gc.freeze()
@@ -43,8 +77,9 @@ def _in_child(parent_pid: int) -> None:
 
 
 def enable() -> None:
-    global _enabled, _registered
+    global _enabled, _registered, _owner_pid
     _enabled = True
+    _owner_pid = os.getpid()
     if not _registered:
         os.register_at_fork(before=_before_fork)
         _registered = True

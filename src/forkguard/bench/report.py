@@ -824,12 +824,15 @@ def memory_md(doc: dict[str, Any]) -> str:
         "freeze neither is needed. A worker whose requests allocate many containers can still "
         "raise the first threshold (e.g. `gc.set_threshold(50_000, 20, 20)` in a post-fork hook) "
         "to collect less often - measure it with this benchmark before keeping it.\n"
-        "- **Only where it is a pre-fork master.** The freeze runs in the process that calls "
-        "`os.fork()` (via `os.register_at_fork(before=...)`), once per fork, and only with "
-        "`freeze_gc` on; `subprocess` does not run it (unless given a `preexec_fn`, it forks "
-        "without the at-fork hooks). "
-        "Under uWSGI it runs in each worker, once, and only if nothing is frozen there yet "
-        "(`tests/test_freeze_gc.py`).\n",
+        "- **Only where it is a pre-fork master.** The freeze runs right before `os.fork()` "
+        "(`os.register_at_fork(before=...)`), once per fork, with `freeze_gc` on, and only in "
+        "the process that turned it on - the one that imported the app - or, once that one has "
+        "exited, the process carrying on in its place (a master that daemonized after the "
+        "import, as `gunicorn --daemon --preload` does). A worker that forks helpers of its own "
+        "does not freeze; `subprocess` does not run the hook at all (unless given a "
+        "`preexec_fn`, it forks without the at-fork hooks). Under uWSGI it runs in each "
+        "worker, once, and only if nothing is frozen there yet (`tests/test_freeze_gc.py`, "
+        "`tests/test_prefork_servers.py`).\n",
         "## All runs\n",
         md_table(MEMORY_HEADER, memory_rows(doc)),
         "",
