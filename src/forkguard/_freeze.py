@@ -56,7 +56,8 @@ def _alive(pid: int) -> bool:
             stat = fh.read()
     except OSError:
         return True  # no /proc (not Linux): kill() said it exists
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+    state = stat[stat.rfind(b")") + 2 :][:1]  # the field after "(comm)"
+    return state != b"Z"
 
 
 def _before_fork() -> None:

@@ -82,10 +82,11 @@ def build_working_set(mb: float) -> list[dict[str, Any]]:
     per_row = _row_bytes(_row(10**6))
     gc.disable()
     try:
-        return [_row(i) for i in range(max(1, int(mb * 1024 * 1024 / per_row)))]
+        rows = [_row(i) for i in range(max(1, int(mb * 1024 * 1024 / per_row)))]
     finally:
         gc.enable()
-        gc.collect()
+    gc.collect()
+    return rows
 
 
 t_start = time.monotonic()

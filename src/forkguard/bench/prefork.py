@@ -429,7 +429,7 @@ def _interleaved_load(
     fixed number of requests per worker, the warm one ``load_seconds`` of time."""
     if first:
         rounds = max(1, cfg.first_load_rounds)
-        slice_s = cfg.start_timeout
+        slice_s = cfg.start_timeout  # bounded by requests; the cap only stops a stuck server
     else:
         rounds = max(1, cfg.load_rounds)
         slice_s = cfg.load_seconds / rounds
