@@ -86,6 +86,9 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
             assert mem["processes"] == 3  # master + 2 workers
             assert mem["pss_kb"] > 0 and mem["uss_kb"] > 0
         assert run["startup_s"] > 0 and run["respawn_median_s"] > 0
+        # The replacement was forked after the kill and before it answered.
+        assert len(run["respawn_fork_s"]) == len(run["respawn_s"])
+        assert all(0 < f <= s for f, s in zip(run["respawn_fork_s"], run["respawn_s"]))
         assert run["throughput_rps"] > 0 and run["load_errors"] == 0
         assert len(run["gc_seconds"]) == 2
         assert len(run["throughput_rounds"]) == len(run["warm_throughput_rounds"]) == 2

@@ -81,6 +81,18 @@ def _throughput_ratio(
     return median(pairs), q1, q3
 
 
+def _respawn_parts(run: Optional[dict[str, Any]]) -> tuple[float, float]:
+    """Medians over the kills of (kill -> replacement forked, fork -> serving), in seconds.
+
+    Runs stored before the fork was timed have neither: nan.
+    """
+    if run is None or not run.get("respawn_fork_s"):
+        return nan, nan
+    forks = [float(x) for x in run["respawn_fork_s"]]
+    after = [float(s) - float(f) for s, f in zip(run["respawn_s"], forks)]
+    return median(forks), median(after)
+
+
 def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (server, workers, variant != lazy): every figure as a ratio to lazy."""
     out: list[dict[str, Any]] = []
@@ -111,6 +123,7 @@ def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     if lazy and lazy["respawn_median_s"]
                     else float("nan"),
                 )
+                row["respawn_after_fork"] = _ratio(_respawn_parts(run)[1], _respawn_parts(lazy)[1])
                 for key, rounds in (
                     ("throughput", "throughput_rounds"),
                     ("warm_throughput", "warm_throughput_rounds"),
@@ -331,6 +344,7 @@ def memory_rows(doc: dict[str, Any]) -> list[list[str]]:
                     else float("nan"),
                     "{:.2f}",
                 ),
+                _f(_respawn_parts(run)[0], "{:.2f}"),
                 _f(run["throughput_rps"], "{:.0f}"),
                 _f(run.get("warm_throughput_rps", nan), "{:.0f}"),
                 _f(run.get("load_minor_faults", nan) / 1000, "{:.0f}k"),
@@ -350,6 +364,7 @@ MEMORY_HEADER = (
     "PSS after warm load",
     "start-up (s)",
     "respawn (s)",
+    "of which: until the master forks (s)",
     "req/s first load",
     "req/s warm",
     "minor faults in first load",
@@ -369,6 +384,7 @@ def ratio_rows(doc: dict[str, Any]) -> list[list[str]]:
             _f(r["workers_pss_ready"]),
             _f(r["startup"]),
             _f(r["respawn"]),
+            _f(r["respawn_after_fork"]),
             _f(r["throughput"]),
             _f(r["warm_throughput"]),
         ]
@@ -387,6 +403,7 @@ RATIO_HEADER = (
     "workers-only PSS ready",
     "start-up",
     "respawn",
+    "respawn from the fork",
     "req/s first load",
     "req/s warm",
 )
@@ -608,12 +625,37 @@ THROUGHPUT_NOISE_MD = (
     "5-10 %, and a median that close to 1.0 says *no difference that this machine can "
     "resolve*, not a gain or a loss.\n"
 )
-RESPAWN_FLOOR_MD = (
-    "Respawn under uWSGI has a floor that is uWSGI's, not preloading's: its master looks for "
-    "dead workers once per `check-interval` (1 s, whole seconds only), so a preloaded worker "
-    "that forks in milliseconds still waits up to a second to be forked; gunicorn's arbiter "
-    "reacts to SIGCHLD at once.\n"
-)
+
+
+def _respawn_floor_md(doc: dict[str, Any]) -> str:
+    """Why uWSGI's respawn ratio has a floor, with this run's split of the respawn time."""
+    text = (
+        "Respawn under uWSGI has a floor that is uWSGI's, not preloading's: its master looks for "
+        "dead workers once per `check-interval` (1 s, whole seconds only; it blocks SIGCHLD, so "
+        "a death does not wake it), so a preloaded worker that forks in milliseconds still "
+        "waits up to a second to be forked; gunicorn's arbiter reacts to SIGCHLD at once."
+    )
+    rows = []
+    for r in prefork_ratios(doc):
+        if r["variant"] != "forkguard" or math.isnan(r["respawn_after_fork"]):
+            continue
+        run = find_run(doc, r["server"], r["workers"], r["variant"])
+        lazy = find_run(doc, r["server"], r["workers"], "lazy")
+        (fork_p, after_p), (fork_l, after_l) = _respawn_parts(run), _respawn_parts(lazy)
+        rows.append(
+            f"{r['server']} x{r['workers']}: until the fork {_f(fork_p)} s preloaded / "
+            f"{_f(fork_l)} s lazy, then serving after {_f(after_p, '{:.3f}')} s / "
+            f"{_f(after_l)} s ({_f(r['respawn_after_fork'], '{:.3f}')}x)"
+        )
+    if rows:
+        text += (
+            " The respawn time splits into the server's reaction (kill until the master has "
+            "forked the replacement, polled every millisecond) and the new worker's start "
+            "(fork until it answers), which is the part preloading changes: "
+            + "; ".join(rows)
+            + "."
+        )
+    return text + "\n"
 
 
 def _instructions_md(doc: dict[str, Any]) -> str:
@@ -739,7 +781,7 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "like with like, and the figure the target is on. The load client runs on the same 2 "
         "cores as the workers.\n",
         THROUGHPUT_NOISE_MD,
-        RESPAWN_FLOOR_MD,
+        _respawn_floor_md(doc),
     ]
     return "\n".join(parts)
 
@@ -795,7 +837,7 @@ def memory_md(doc: dict[str, Any]) -> str:
         "column below counts them; lazy workers wrote their pages while importing. Once those "
         "first touches are behind, the warm figure compares like with like.\n",
         THROUGHPUT_NOISE_MD,
-        RESPAWN_FLOOR_MD,
+        _respawn_floor_md(doc),
         "## Keeping the pages shared: `freeze_gc`\n",
         "Sharing erodes in two ways. Requests that read the working set bump reference counts, "
         "which writes to object headers and un-shares their pages (the *after load* column). And "
