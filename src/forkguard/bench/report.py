@@ -649,7 +649,9 @@ def _respawn_floor_md(doc: dict[str, Any]) -> str:
         )
     if rows:
         text += (
-            " The respawn time splits into the server's reaction (kill until the master has "
+            " The kills are spread evenly over that cycle (each one (i + 0.5) / n of a second "
+            "after the workers are back), so every variant waits half a cycle on average. "
+            "The respawn time splits into the server's reaction (kill until the master has "
             "forked the replacement, polled every millisecond) and the new worker's start "
             "(fork until it answers), which is the part preloading changes: "
             + "; ".join(rows)
