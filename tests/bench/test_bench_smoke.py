@@ -93,6 +93,7 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
         assert len(run["gc_seconds"]) == 2
         assert len(run["throughput_rounds"]) == len(run["warm_throughput_rounds"]) == 2
         assert run["warm_throughput_rps"] > 0 and run["load_minor_faults"] > 0
+        assert run["warm_requests"] > 0 and run["warm_minor_faults"] >= 0
     by_variant = {r["variant"]: r for r in runs}
     # The freeze variant's workers really froze the inherited heap; the others did not.
     assert all(n > 1000 for n in by_variant["forkguard-freeze"]["gc_freeze_counts"])

@@ -106,6 +106,8 @@ class Run:
     warm_throughput_rps: float = 0.0
     warm_throughput_rounds: list[float] = field(default_factory=list)
     load_minor_faults: int = 0
+    warm_minor_faults: int = 0
+    warm_requests: int = 0
     load_requests: int = 0
     load_errors: int = 0
     gc_seconds: list[float] = field(default_factory=list)
@@ -543,14 +545,20 @@ def run_cell(
                 run.memory["gc"] = measure_memory(server.master)
             except Exception as exc:
                 _fail(run, "full collection", exc)
-        # Throughput again, once the first touches (copy-on-write faults) are behind us.
+        # Throughput again, once the first touches (copy-on-write faults) are behind us -
+        # those of the GC-tracked heap, at least: counted again to see what is left.
+        faults0 = {v: minor_faults(children_of(servers[v].master)) for v in live}
+        requests0 = {v: runs[v].load_requests for v in live}
         _interleaved_load(cfg, runs, servers, live, "warm_throughput_rounds", first=False)
         for variant in live:
-            runs[variant].warm_throughput_rps = median(runs[variant].warm_throughput_rounds)
+            run, server = runs[variant], servers[variant]
+            run.warm_minor_faults = minor_faults(children_of(server.master)) - faults0[variant]
+            run.warm_requests = run.load_requests - requests0[variant]
+            run.warm_throughput_rps = median(run.warm_throughput_rounds)
             try:
-                runs[variant].memory["warm"] = measure_memory(servers[variant].master)
+                run.memory["warm"] = measure_memory(server.master)
             except Exception as exc:
-                _fail(runs[variant], "memory after warm load", exc)
+                _fail(run, "memory after warm load", exc)
         for variant in live:
             run, server = runs[variant], servers[variant]
             t_begin = time.monotonic()
@@ -642,6 +650,8 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "warm_throughput_rps": run.warm_throughput_rps,
         "warm_throughput_rounds": run.warm_throughput_rounds,
         "load_minor_faults": run.load_minor_faults,
+        "warm_minor_faults": run.warm_minor_faults,
+        "warm_requests": run.warm_requests,
         "load_requests": run.load_requests,
         "load_errors": run.load_errors,
         "gc_seconds": run.gc_seconds,
