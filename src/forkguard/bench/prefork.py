@@ -391,19 +391,20 @@ class Server:
         t0 = time.monotonic()
         os.kill(min(before), signal.SIGKILL)
         path = f"/echo?token={uuid.uuid4().hex}&hold=0.02"
+        served: Optional[float] = None
         try:
-            while time.monotonic() - t0 < timeout:
-                for body in burst(self.port, path, 2 * self.workers):
-                    if int(body["pid"]) not in before:
-                        served = time.monotonic()
-                        stop.set()
-                        watcher.join(5)
-                        # A new pid answered, so its fork was seen (or happened between two
-                        # polls just now): never later than the answer.
-                        return min(forked[0] if forked else served, served) - t0, served - t0
+            while served is None and time.monotonic() - t0 < timeout:
+                bodies = burst(self.port, path, 2 * self.workers)
+                if any(int(body["pid"]) not in before for body in bodies):
+                    served = time.monotonic()
         finally:
             stop.set()
-        raise RuntimeError(f"no new worker served within {timeout:.0f}s")
+            watcher.join(5)
+        if served is None:
+            raise RuntimeError(f"no new worker served within {timeout:.0f}s")
+        # A new pid answered, so it was forked; the watcher may have seen it only after the
+        # answer (or between two polls just now): the fork is never later than the answer.
+        return min(forked[0] if forked else served, served) - t0, served - t0
 
     def wait_workers(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -471,9 +472,14 @@ def _interleaved_load(
     into: str,
     *,
     first: bool,
-) -> None:
+) -> dict[str, tuple[int, int]]:
     """Rounds that each load every live variant in turn (order rotated): the first load a
-    fixed number of requests per worker, the warm one ``load_seconds`` of time."""
+    fixed number of requests per worker, the warm one ``load_seconds`` of time.
+
+    Returns, per variant, the workers' minor faults (copy-on-write copies) and the requests
+    served during this load."""
+    faults0 = {v: minor_faults(children_of(servers[v].master)) for v in live}
+    requests0 = {v: runs[v].load_requests for v in live}
     if first:
         rounds = max(1, cfg.first_load_rounds)
         slice_s = cfg.start_timeout  # bounded by requests; the cap only stops a stuck server
@@ -507,6 +513,13 @@ def _interleaved_load(
                     load.echo_mismatches,
                     load.read_mismatches,
                 )
+    return {
+        v: (
+            minor_faults(children_of(servers[v].master)) - faults0[v],
+            runs[v].load_requests - requests0[v],
+        )
+        for v in live
+    }
 
 
 def run_cell(
@@ -532,10 +545,9 @@ def run_cell(
             except Exception as exc:
                 _fail(run, "start", exc)
         live = [v for v in VARIANTS if runs[v].error is None]
-        faults0 = {v: minor_faults(children_of(servers[v].master)) for v in live}
-        _interleaved_load(cfg, runs, servers, live, "throughput_rounds", first=True)
+        first_load = _interleaved_load(cfg, runs, servers, live, "throughput_rounds", first=True)
         for v in live:
-            runs[v].load_minor_faults = minor_faults(children_of(servers[v].master)) - faults0[v]
+            runs[v].load_minor_faults = first_load[v][0]
         for variant in live:
             run, server = runs[variant], servers[variant]
             run.throughput_rps = median(run.throughput_rounds)
@@ -547,13 +559,10 @@ def run_cell(
                 _fail(run, "full collection", exc)
         # Throughput again, once the first touches (copy-on-write faults) are behind us -
         # those of the GC-tracked heap, at least: counted again to see what is left.
-        faults0 = {v: minor_faults(children_of(servers[v].master)) for v in live}
-        requests0 = {v: runs[v].load_requests for v in live}
-        _interleaved_load(cfg, runs, servers, live, "warm_throughput_rounds", first=False)
+        warm = _interleaved_load(cfg, runs, servers, live, "warm_throughput_rounds", first=False)
         for variant in live:
             run, server = runs[variant], servers[variant]
-            run.warm_minor_faults = minor_faults(children_of(server.master)) - faults0[variant]
-            run.warm_requests = run.load_requests - requests0[variant]
+            run.warm_minor_faults, run.warm_requests = warm[variant]
             run.warm_throughput_rps = median(run.warm_throughput_rounds)
             try:
                 run.memory["warm"] = measure_memory(server.master)

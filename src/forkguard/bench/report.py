@@ -123,7 +123,8 @@ def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     if lazy and lazy["respawn_median_s"]
                     else float("nan"),
                 )
-                row["respawn_after_fork"] = _ratio(_respawn_parts(run)[1], _respawn_parts(lazy)[1])
+                row["respawn_parts"] = parts = (_respawn_parts(run), _respawn_parts(lazy))
+                row["respawn_after_fork"] = _ratio(parts[0][1], parts[1][1])
                 for key, rounds in (
                     ("throughput", "throughput_rounds"),
                     ("warm_throughput", "warm_throughput_rounds"),
@@ -639,9 +640,7 @@ def _respawn_floor_md(doc: dict[str, Any]) -> str:
     for r in prefork_ratios(doc):
         if r["variant"] != "forkguard" or math.isnan(r["respawn_after_fork"]):
             continue
-        run = find_run(doc, r["server"], r["workers"], r["variant"])
-        lazy = find_run(doc, r["server"], r["workers"], "lazy")
-        (fork_p, after_p), (fork_l, after_l) = _respawn_parts(run), _respawn_parts(lazy)
+        (fork_p, after_p), (fork_l, after_l) = r["respawn_parts"]
         rows.append(
             f"{r['server']} x{r['workers']}: until the fork {_f(fork_p)} s preloaded / "
             f"{_f(fork_l)} s lazy, then serving after {_f(after_p, '{:.3f}')} s / "
