@@ -591,7 +591,9 @@ def _machine_md(doc: dict[str, Any]) -> str:
         f"- CPU: {m.get('cpu')}, {m.get('cores_usable')} cores usable, "
         f"{m.get('mem_total_mb')} MB RAM",
         f"- {m.get('kernel')}, {m.get('python')}",
-        "- " + ", ".join(f"{k} {v}" for k, v in pk.items()),
+        # Sorted: results.json is written with sorted keys, so a page regenerated from it
+        # reads the same as the one the run wrote.
+        "- " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())),
     ]
     for backend, q in servers.items():
         lines.append(f"- {backend} server: {str(q.get('server_version', '')).split(',')[0]}")
