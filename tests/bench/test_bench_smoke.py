@@ -78,6 +78,7 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
     assert ins["split"]["checkout_dispatch"] > 0 and ins["split"]["forkguard_own"] > 0
 
     runs = doc["prefork"]["runs"]
+    pcfg = doc["prefork"]["config"]
     assert [(r["server"], r["variant"]) for r in runs] == [("gunicorn", v) for v in VARIANTS]
     for run in runs:
         assert run["error"] is None, run
@@ -91,9 +92,19 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
         assert all(0 < f <= s for f, s in zip(run["respawn_fork_s"], run["respawn_s"]))
         assert run["throughput_rps"] > 0 and run["load_errors"] == 0
         assert len(run["gc_seconds"]) == 2
-        assert len(run["throughput_rounds"]) == len(run["warm_throughput_rounds"]) == 2
+        assert len(run["throughput_rounds"]) == len(run["warm_throughput_rounds"]) == 3
         assert run["warm_throughput_rps"] > 0 and run["load_minor_faults"] > 0
         assert run["warm_requests"] > 0 and run["warm_minor_faults"] >= 0
+        assert run["warm_user_s"] > 0 and run["warm_system_s"] >= 0
+        # Settled before the warm load: loaded slice by slice, stopped at the first slice at or
+        # under the threshold - or at the cap, and then marked unsettled.
+        slices = run["settle_faults_per_request"]
+        assert run["settle_requests"] > 0 and slices and run["settle_s"] > 0
+        under = [f <= pcfg["settle_faults_per_request"] for f in slices]
+        assert under[:-1] == [False] * (len(slices) - 1)
+        assert run["settled"] == under[-1]
+        if not run["settled"]:
+            assert run["settle_s"] >= pcfg["settle_max_s"]
     by_variant = {r["variant"]: r for r in runs}
     # The freeze variant's workers really froze the inherited heap; the others did not.
     assert all(n > 1000 for n in by_variant["forkguard-freeze"]["gc_freeze_counts"])
@@ -112,6 +123,7 @@ def test_outputs_and_docs_are_written(quick_run: tuple[Path, Path, str]) -> None
         assert "python -m forkguard.bench --quick" in text
         assert "load average" in text
     assert "## Targets" in bench_md and "Hot path" in stdout
+    assert "faults / request, warm" in bench_md and "*settling*" in bench_md
     assert "## Why preload?" in memory_md and "gunicorn" in memory_md
 
 
@@ -135,3 +147,24 @@ def test_docs_regenerate_from_json(quick_run: tuple[Path, Path, str], tmp_path: 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (regen / "benchmarks.md").read_text().startswith("# Benchmarks")
+
+
+def test_docs_render_a_run_stored_before_settling(
+    quick_run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """results.json files written before the settling phase (and its CPU counters) existed
+    still render: those figures read n/a, nothing raises, no target is marked unsettled."""
+    out, _, _ = quick_run
+    doc = json.loads((out / "results.json").read_text())
+    for key in ("settle_faults_per_request", "settle_slice_s", "settle_max_s"):
+        del doc["prefork"]["config"][key]
+    for run in doc["prefork"]["runs"]:
+        for key in ("settle_s", "settle_requests", "settle_faults_per_request", "settled"):
+            del run[key]
+        del run["warm_user_s"], run["warm_system_s"]
+    bench_md = report.benchmarks_md(doc)
+    assert "no settling (this run predates it)" in bench_md
+    assert "had not settled" not in bench_md
+    cow = report.cow_rows(doc)
+    assert cow and all(row[4] == "n/a" and row[-1] == "n/a" for row in cow)
+    assert "## All runs" in report.memory_md(doc)

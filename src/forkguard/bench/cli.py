@@ -69,9 +69,10 @@ def _configs(args: argparse.Namespace) -> tuple[HotPathConfig, PreforkConfig]:
             workers=(2,),
             mb=16.0,
             first_load_requests_per_worker=50,
-            first_load_rounds=2,
-            load_seconds=1.0,
-            load_rounds=2,
+            first_load_rounds=3,
+            load_seconds=1.5,
+            load_rounds=3,
+            settle_max_s=3.0,
             respawns=1,
         )
     else:

@@ -11,8 +11,10 @@ The three variants of one (server, worker count) run side by side. Phases, in or
 server (time until every worker has answered) and measure its memory at ready; a bounded load
 (the lab's load client: echo / read / write through the database), interleaved between the
 three servers in rotating rounds; memory after load; one full ``gc.collect()`` in every worker;
-memory after that; the same interleaved load again ("warm" throughput: the copy-on-write
-faults of first touches are behind); then SIGKILL one worker and time until a new one answers
+memory after that; each server loaded alone until copy-on-write has settled (its workers take
+at most ``settle_faults_per_request`` minor faults a request: the collections un-share only
+the GC-tracked objects' pages); the same interleaved load again ("warm" throughput: steady
+state, first touches behind); then SIGKILL one worker and time until a new one answers
 a database request (median of a few kills). Every server is stopped - its whole process
 group, SIGTERM then SIGKILL - whatever happened.
 
@@ -42,7 +44,7 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
-from forkguard.lab.load import run_load
+from forkguard.lab.load import LoadResult, run_load
 from forkguard.lab.servers import free_port
 
 from .hotpath import BACKENDS
@@ -72,11 +74,23 @@ class PreforkConfig:
     # worker - about 1 - exp(-k / 1000) of the pages after k requests - whatever the speed of
     # the machine. 500 a worker is the issue's "5 s of load" on this machine kind.
     first_load_requests_per_worker: int = 500
-    first_load_rounds: int = 5
+    # Round counts are multiples of the three variants, so that the rotation puts each one in
+    # each position (first, middle, last) equally often.
+    first_load_rounds: int = 6
     # The warm load is timed: 1 s slices, many of them; a throughput ratio is the median of
-    # the per-slice pairs.
-    load_seconds: float = 16.0
-    load_rounds: int = 16
+    # the per-slice pairs. One pair moves by 5-10 % on a 2-core machine shared with the load
+    # client, so the median of n pairs is good to about 1.25 * 7 % / sqrt(n): 30 pairs, ~1.6 %.
+    load_seconds: float = 30.0
+    load_rounds: int = 30
+    # The full collections un-share only the pages of GC-tracked objects; strs, floats and
+    # ints sit in pages of their own, still shared, and a worker copies one each time a
+    # reference count on it first changes. So before the warm load every server is loaded
+    # alone, in slices, until a slice's workers take at most this many minor faults per
+    # request (a lazy-apps worker: ~0.02). Measured on this machine kind: ~10 us of system
+    # time per such fault, so 0.5 a request is under 0.5 % of a ~1.2 ms request.
+    settle_faults_per_request: float = 0.5
+    settle_slice_s: float = 1.0
+    settle_max_s: float = 90.0
     respawns: int = 4
     backend: str = "mariadb"
     start_timeout: float = 120.0
@@ -108,6 +122,12 @@ class Run:
     load_minor_faults: int = 0
     warm_minor_faults: int = 0
     warm_requests: int = 0
+    warm_user_s: float = 0.0  # the workers' CPU time during the warm load
+    warm_system_s: float = 0.0
+    settle_s: float = 0.0
+    settle_requests: int = 0
+    settle_faults_per_request: list[float] = field(default_factory=list)  # one per slice
+    settled: bool = False
     load_requests: int = 0
     load_errors: int = 0
     gc_seconds: list[float] = field(default_factory=list)
@@ -186,9 +206,29 @@ def smaps_rollup(pid: int) -> dict[str, int]:
     return out
 
 
-def minor_faults(pids: Sequence[int]) -> int:
-    """Minor page faults so far (a copy-on-write copy is one), summed over ``pids``."""
-    total = 0
+@dataclass(frozen=True)
+class Counters:
+    """What a set of processes has spent so far: minor faults (a copy-on-write copy is one)
+    and CPU seconds in user and kernel mode."""
+
+    minor_faults: int = 0
+    user_s: float = 0.0
+    system_s: float = 0.0
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(
+            self.minor_faults - other.minor_faults,
+            self.user_s - other.user_s,
+            self.system_s - other.system_s,
+        )
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def counters(pids: Sequence[int]) -> Counters:
+    """:class:`Counters` summed over ``pids`` (from /proc/PID/stat); a vanished pid is skipped."""
+    faults, user, system = 0, 0, 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -196,8 +236,11 @@ def minor_faults(pids: Sequence[int]) -> int:
         except OSError as exc:
             log.warning("no stat for pid %d: %s", pid, exc)
             continue
-        total += int(stat[stat.rfind(")") + 2 :].split()[7])
-    return total
+        fields = stat[stat.rfind(")") + 2 :].split()
+        faults += int(fields[7])
+        user += int(fields[11])
+        system += int(fields[12])
+    return Counters(faults, user / _CLOCK_TICKS, system / _CLOCK_TICKS)
 
 
 def measure_memory(master: int) -> Memory:
@@ -464,6 +507,61 @@ def _fail(run: Run, what: str, exc: BaseException) -> None:
         run.error = f"{what}: {type(exc).__name__}: {str(exc)[:500]}"
 
 
+def _account(run: Run, load: LoadResult) -> None:
+    """Count one load's requests and errors into ``run``; errors are logged, never dropped."""
+    run.load_requests += load.requests
+    run.load_errors += load.http_errors + load.echo_mismatches + load.read_mismatches
+    if load.http_errors or load.echo_mismatches or load.read_mismatches:
+        log.warning(
+            "%s %s x%d: %d errors, %d echo / %d read mismatches under load",
+            run.server,
+            run.variant,
+            run.workers,
+            load.http_errors,
+            load.echo_mismatches,
+            load.read_mismatches,
+        )
+
+
+def _settle(cfg: PreforkConfig, run: Run, server: Server) -> None:
+    """Load one server alone until copy-on-write has settled (see
+    ``PreforkConfig.settle_faults_per_request``), so that the warm load compares steady states.
+
+    Slices of ``settle_slice_s``; after each, the workers' minor faults per request. Stops at
+    the first slice at or under the threshold, or after ``settle_max_s`` (``run.settled`` then
+    stays False and the report says so)."""
+    t0 = time.monotonic()
+    while True:
+        pids = children_of(server.master)
+        before = counters(pids)
+        load = run_load(
+            server.port,
+            total=10**7,
+            concurrency=max(8, 2 * run.workers),
+            time_cap=cfg.settle_slice_s,
+            request_timeout=30.0,
+            seed=len(run.settle_faults_per_request),
+        )
+        _account(run, load)
+        run.settle_requests += load.requests
+        per_request = (counters(pids) - before).minor_faults / max(1, load.requests)
+        run.settle_faults_per_request.append(per_request)
+        run.settle_s = time.monotonic() - t0
+        if per_request <= cfg.settle_faults_per_request:
+            run.settled = True
+            return
+        if run.settle_s >= cfg.settle_max_s:
+            log.warning(
+                "%s %s x%d: still %.1f minor faults per request after %.0f s of settling",
+                run.server,
+                run.variant,
+                run.workers,
+                per_request,
+                run.settle_s,
+            )
+            return
+
+
 def _interleaved_load(
     cfg: PreforkConfig,
     runs: dict[str, Run],
@@ -472,13 +570,13 @@ def _interleaved_load(
     into: str,
     *,
     first: bool,
-) -> dict[str, tuple[int, int]]:
+) -> dict[str, tuple[Counters, int]]:
     """Rounds that each load every live variant in turn (order rotated): the first load a
     fixed number of requests per worker, the warm one ``load_seconds`` of time.
 
-    Returns, per variant, the workers' minor faults (copy-on-write copies) and the requests
-    served during this load."""
-    faults0 = {v: minor_faults(children_of(servers[v].master)) for v in live}
+    Returns, per variant, what the workers spent (minor faults: copy-on-write copies; CPU)
+    and the requests served during this load."""
+    before = {v: counters(children_of(servers[v].master)) for v in live}
     requests0 = {v: runs[v].load_requests for v in live}
     if first:
         rounds = max(1, cfg.first_load_rounds)
@@ -500,22 +598,11 @@ def _interleaved_load(
                 request_timeout=30.0,
                 seed=r,
             )
-            run.load_requests += load.requests
-            run.load_errors += load.http_errors + load.echo_mismatches + load.read_mismatches
+            _account(run, load)
             getattr(run, into).append(load.ok / load.elapsed if load.elapsed > 0 else 0.0)
-            if load.http_errors or load.echo_mismatches or load.read_mismatches:
-                log.warning(
-                    "%s %s x%d: %d errors, %d echo / %d read mismatches under load",
-                    run.server,
-                    variant,
-                    run.workers,
-                    load.http_errors,
-                    load.echo_mismatches,
-                    load.read_mismatches,
-                )
     return {
         v: (
-            minor_faults(children_of(servers[v].master)) - faults0[v],
+            counters(children_of(servers[v].master)) - before[v],
             runs[v].load_requests - requests0[v],
         )
         for v in live
@@ -530,7 +617,7 @@ def run_cell(
     All three servers stay up for the whole cell (an idle one costs no CPU), so the load can be
     interleaved: ``load_rounds`` rounds, each loading every variant in turn (order rotated),
     for ``load_seconds / load_rounds`` apiece; throughput ratios are per-round pairs. Start-up,
-    memory, collections and respawns are measured one server at a time.
+    memory, collections, settling and respawns are measured one server at a time.
     """
     runs = {v: Run(server=kind, workers=workers, variant=v) for v in VARIANTS}
     servers: dict[str, Server] = {}
@@ -547,7 +634,7 @@ def run_cell(
         live = [v for v in VARIANTS if runs[v].error is None]
         first_load = _interleaved_load(cfg, runs, servers, live, "throughput_rounds", first=True)
         for v in live:
-            runs[v].load_minor_faults = first_load[v][0]
+            runs[v].load_minor_faults = first_load[v][0].minor_faults
         for variant in live:
             run, server = runs[variant], servers[variant]
             run.throughput_rps = median(run.throughput_rounds)
@@ -557,12 +644,19 @@ def run_cell(
                 run.memory["gc"] = measure_memory(server.master)
             except Exception as exc:
                 _fail(run, "full collection", exc)
-        # Throughput again, once the first touches (copy-on-write faults) are behind us -
-        # those of the GC-tracked heap, at least: counted again to see what is left.
+        for variant in live:
+            try:
+                _settle(cfg, runs[variant], servers[variant])
+            except Exception as exc:
+                _fail(runs[variant], "settling", exc)
+        # Throughput again, once the first touches (copy-on-write faults) are behind us;
+        # counted again to show what is left.
         warm = _interleaved_load(cfg, runs, servers, live, "warm_throughput_rounds", first=False)
         for variant in live:
             run, server = runs[variant], servers[variant]
-            run.warm_minor_faults, run.warm_requests = warm[variant]
+            spent, run.warm_requests = warm[variant]
+            run.warm_minor_faults = spent.minor_faults
+            run.warm_user_s, run.warm_system_s = spent.user_s, spent.system_s
             run.warm_throughput_rps = median(run.warm_throughput_rounds)
             try:
                 run.memory["warm"] = measure_memory(server.master)
@@ -639,6 +733,9 @@ def run_prefork(cfg: PreforkConfig) -> dict[str, Any]:
             "first_load_rounds": cfg.first_load_rounds,
             "load_seconds": cfg.load_seconds,
             "load_rounds": cfg.load_rounds,
+            "settle_faults_per_request": cfg.settle_faults_per_request,
+            "settle_slice_s": cfg.settle_slice_s,
+            "settle_max_s": cfg.settle_max_s,
             "respawns": cfg.respawns,
             "backend": cfg.backend,
             "driver_url": sa.engine.make_url(db_url).render_as_string(hide_password=True),
@@ -661,6 +758,12 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "load_minor_faults": run.load_minor_faults,
         "warm_minor_faults": run.warm_minor_faults,
         "warm_requests": run.warm_requests,
+        "warm_user_s": run.warm_user_s,
+        "warm_system_s": run.warm_system_s,
+        "settle_s": run.settle_s,
+        "settle_requests": run.settle_requests,
+        "settle_faults_per_request": run.settle_faults_per_request,
+        "settled": run.settled,
         "load_requests": run.load_requests,
         "load_errors": run.load_errors,
         "gc_seconds": run.gc_seconds,

@@ -123,6 +123,8 @@ def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     if lazy and lazy["respawn_median_s"]
                     else float("nan"),
                 )
+                # None for runs stored before settling existed.
+                row["settled"] = run.get("settled") if run else None
                 row["respawn_parts"] = parts = (_respawn_parts(run), _respawn_parts(lazy))
                 row["respawn_after_fork"] = _ratio(parts[0][1], parts[1][1])
                 for key, rounds in (
@@ -163,6 +165,8 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     def add_warm_throughput(row: dict[str, Any], tag: str, target: float) -> None:
         # Steady state: the first load also carries preloading's copy-on-write first touches,
         # a cost lazy-apps workers paid while importing, before "ready".
+        if row["settled"] is False:
+            tag += " (copy-on-write had not settled)"
         add(
             f"throughput (warm) / lazy, {tag}",
             f">= {target}",
@@ -348,10 +352,56 @@ def memory_rows(doc: dict[str, Any]) -> list[list[str]]:
                 _f(_respawn_parts(run)[0], "{:.2f}"),
                 _f(run["throughput_rps"], "{:.0f}"),
                 _f(run.get("warm_throughput_rps", nan), "{:.0f}"),
-                _f(run.get("load_minor_faults", nan) / 1000, "{:.0f}k"),
             ]
         )
     return rows
+
+
+def _per_request(amount: float, requests: float) -> float:
+    return amount / requests if requests > 0 else float("nan")
+
+
+def cow_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """Copy-on-write and CPU per request, per run: what is left of preloading's first touches
+    in each phase, and what the warm load cost the workers."""
+    rows = []
+    for run in _runs(doc):
+        if run.get("error"):
+            continue
+        warm_requests = run.get("warm_requests", 0)
+        first_requests = run["load_requests"] - run.get("settle_requests", 0) - warm_requests
+        slices = run.get("settle_faults_per_request") or []
+        if "settle_s" not in run:
+            settling = "n/a"
+        else:
+            settling = _f(run["settle_s"], "{:.0f}") + ("" if run.get("settled") else " (cap)")
+        rows.append(
+            [
+                run["server"],
+                str(run["workers"]),
+                VARIANT_LABELS.get(run["variant"], run["variant"]),
+                _f(_per_request(run["load_minor_faults"], first_requests), "{:.1f}"),
+                settling,
+                f"{slices[0]:.1f} -> {slices[-1]:.2f}" if slices else "n/a",
+                _f(_per_request(run.get("warm_minor_faults", nan), warm_requests), "{:.2f}"),
+                _f(_per_request(run.get("warm_user_s", nan) * 1e6, warm_requests), "{:.0f}"),
+                _f(_per_request(run.get("warm_system_s", nan) * 1e6, warm_requests), "{:.0f}"),
+            ]
+        )
+    return rows
+
+
+COW_HEADER = (
+    "server",
+    "N",
+    "variant",
+    "minor faults / request, first load",
+    "settling (s)",
+    "faults / request while settling: first -> last slice",
+    "faults / request, warm",
+    "worker CPU / request, warm: user (us)",
+    "system (us)",
+)
 
 
 MEMORY_HEADER = (
@@ -368,7 +418,6 @@ MEMORY_HEADER = (
     "of which: until the master forks (s)",
     "req/s first load",
     "req/s warm",
-    "minor faults in first load",
 )
 
 
@@ -622,6 +671,28 @@ def _header(doc: dict[str, Any], title: str) -> str:
     )
 
 
+def _settling_md(pcfg: dict[str, Any]) -> str:
+    if "settle_faults_per_request" not in pcfg:
+        return "no settling (this run predates it)"
+    return (
+        "each server loaded alone until its workers take at most "
+        f"{pcfg['settle_faults_per_request']} minor faults per request over a "
+        f"{pcfg['settle_slice_s']:.0f} s slice (*settling*, at most {pcfg['settle_max_s']:.0f} s)"
+    )
+
+
+COW_MD = (
+    "Copy-on-write is not over after the full collections: they write to the pages of "
+    "GC-tracked objects only, while strs, floats and ints sit in pages of their own, still "
+    "shared, and a worker copies one of those each time a request first bumps a reference "
+    "count on it. Each copy is a minor fault and kernel time, which a lazy-apps worker never "
+    "pays (it built its heap before it counted as ready). So before the warm load each server "
+    "is loaded alone until those faults have died down (*settling*); the table shows what was "
+    "left in each phase and what a request cost the workers in the warm load (CPU time from "
+    "`/proc/PID/stat`, whole workers: the app, the server and the kernel).\n"
+)
+
+
 THROUGHPUT_NOISE_MD = (
     "Read the throughput ratios with their quartiles (targets table in benchmarks.md): on a "
     "2-core machine shared with the load client, one 1 s round against the next moves by "
@@ -762,13 +833,17 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         f"GC-tracked rows at import ({pcfg.get('driver_url')}), under uWSGI and gunicorn "
         f"with {', '.join(map(str, pcfg.get('workers', [])))} sync workers; load: the lab's load "
         "client (echo / read / write through the database): first "
-        f"{pcfg.get('first_load_requests_per_worker')} requests per worker, then (*warm*, after "
-        f"the full collections) {pcfg.get('load_seconds')} s. Total PSS is master + workers. "
+        f"{pcfg.get('first_load_requests_per_worker')} requests per worker; then, after the full "
+        f"collections, {_settling_md(pcfg)}; then (*warm*) {pcfg.get('load_seconds')} s. Total "
+        "PSS is master + workers. "
         "Details, the method and the `freeze_gc` story: "
         "[memory.md](memory.md).\n",
         md_table(MEMORY_HEADER, memory_rows(doc)),
         "",
         md_table(RATIO_HEADER, ratio_rows(doc)),
+        "",
+        COW_MD,
+        md_table(COW_HEADER, cow_rows(doc)),
         "",
         f"![memory](img/{IMG_MEMORY})\n",
         "Memory, start-up and respawn: one server run per cell (respawn: median of "
@@ -778,10 +853,11 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "1 s for the warm one); the ratio is the median of the per-round ratios. "
         "*First load* runs right "
         "after start-up, when a preloaded worker still takes a copy-on-write fault on its first "
-        "write to each shared page (the minor-faults column) - a cost a lazy-apps worker paid "
+        "write to each shared page (the minor-faults columns) - a cost a lazy-apps worker paid "
         "while importing, before it counted as ready, so the first load is shown but is not the "
-        "throughput target; *warm* runs the same load after the full collections: steady state, "
-        "like with like, and the figure the target is on. The load client runs on the same 2 "
+        "throughput target; *warm* runs the same load after the full collections and once "
+        "copy-on-write has settled: steady state, like with like, and the figure the target is "
+        "on. The load client runs on the same 2 "
         "cores as the workers.\n",
         THROUGHPUT_NOISE_MD,
         _respawn_floor_md(doc),
@@ -834,11 +910,13 @@ def memory_md(doc: dict[str, Any]) -> str:
         "fresh import. lazy-apps gives all of that up to avoid sharing database connections - "
         "forkguard makes the sharing safe instead.\n",
         "Throughput is measured twice, each time interleaved between the three servers: right "
-        "after start-up (*first load*) and again after the full collections (*warm*). In the "
+        "after start-up (*first load*) and again after the full collections, once copy-on-write "
+        "has settled (*warm*). In the "
         "first load a preloaded worker pays a minor page fault and a 4 KiB copy the first time "
         "it writes to each shared page (a reference count is enough) - the *minor faults* "
-        "column below counts them; lazy workers wrote their pages while importing. Once those "
+        "columns below count them; lazy workers wrote their pages while importing. Once those "
         "first touches are behind, the warm figure compares like with like.\n",
+        COW_MD,
         THROUGHPUT_NOISE_MD,
         _respawn_floor_md(doc),
         "## Keeping the pages shared: `freeze_gc`\n",
@@ -883,6 +961,8 @@ def memory_md(doc: dict[str, Any]) -> str:
         "",
         md_table(RATIO_HEADER, ratio_rows(doc)),
         "",
+        md_table(COW_HEADER, cow_rows(doc)),
+        "",
         f"![memory](img/{IMG_MEMORY})\n",
         "## How it is measured\n",
         "- App: `forkguard/bench/memapp.py` - Flask + Flask-SQLAlchemy; at import it builds "
@@ -899,7 +979,7 @@ def memory_md(doc: dict[str, Any]) -> str:
         f"{pcfg.get('first_load_rounds')} interleaved rounds - a bound in requests, not seconds, "
         "because what the load un-shares grows with the requests each worker served (see "
         "below), whatever the machine's speed. *After full GC*: `/gc` (one `gc.collect()`) "
-        "answered by every worker. *After warm load*: after a further "
+        f"answered by every worker. *After warm load*: after {_settling_md(pcfg)}, and a further "
         f"{pcfg.get('load_seconds')} s of the same load ({pcfg.get('load_rounds')} interleaved "
         "1 s rounds, the *warm* throughput). PSS/USS from `/proc/PID/smaps_rollup` of the master "
         "and every worker.\n"
