@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from forkguard.lab.commands import gunicorn_has_control_socket
+
 from .conftest import URLS
 
 BIN = Path(sys.executable).parent
@@ -57,6 +59,8 @@ def _server_command(server: str, port: int) -> list[str]:
         str(WORKERS),
         "--bind",
         f"127.0.0.1:{port}",
+        # gunicorn >= 24 opens a control socket in $HOME, one path for every gunicorn here.
+        *(["--no-control-socket"] if gunicorn_has_control_socket() else []),
         "tests.apps.prefork_app:application",
     ]
 

@@ -7,6 +7,8 @@ shared; numbers belong in docs/benchmarks.md, from a real run).
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.slow
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     out = tmp_path_factory.mktemp("bench-out")
     docs = tmp_path_factory.mktemp("bench-docs")
+    home = tmp_path_factory.mktemp("home")
     proc = subprocess.run(
         [
             sys.executable,
@@ -40,8 +43,11 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
         text=True,
         timeout=300,
         check=False,
+        env={**os.environ, "HOME": str(home)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    # Three gunicorns at once, none of them leaving a control socket in the shared $HOME.
+    assert list(home.iterdir()) == [], list(home.iterdir())
     return out, docs, proc.stdout
 
 
@@ -109,6 +115,8 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
     # The freeze variant's workers really froze the inherited heap; the others did not.
     assert all(n > 1000 for n in by_variant["forkguard-freeze"]["gc_freeze_counts"])
     assert by_variant["forkguard"]["gc_freeze_counts"] == [0, 0]
+    ratios = report.prefork_ratios(doc)
+    assert ratios and all(0 < r["warm_cpu_per_request"] < 10 for r in ratios)
 
 
 def test_outputs_and_docs_are_written(quick_run: tuple[Path, Path, str]) -> None:
@@ -167,4 +175,5 @@ def test_docs_render_a_run_stored_before_settling(
     assert "had not settled" not in bench_md
     cow = report.cow_rows(doc)
     assert cow and all(row[4] == "n/a" and row[-1] == "n/a" for row in cow)
+    assert all(math.isnan(r["warm_cpu_per_request"]) for r in report.prefork_ratios(doc))
     assert "## All runs" in report.memory_md(doc)

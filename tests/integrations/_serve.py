@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from forkguard.lab.commands import gunicorn_has_control_socket
+
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
 BIN = Path(sys.executable).parent
 WORKERS = 4
+# gunicorn >= 24 opens a control socket in $HOME, one path for every gunicorn on the machine.
+NO_CONTROL_SOCKET = ["--no-control-socket"] if gunicorn_has_control_socket() else []
 # Errors that mean a worker used (or lost) a connection it shares with its siblings.
 DB_ERROR_MARKERS = (
     "Traceback",

@@ -16,6 +16,7 @@ import pytest
 
 from ._serve import (
     BIN,
+    NO_CONTROL_SOCKET,
     WORKERS,
     Proc,
     base_env,
@@ -59,6 +60,7 @@ def asgi_server(tmp_path: Path) -> Iterator[Any]:
             "8",
             "--graceful-timeout",
             "3",
+            *NO_CONTROL_SOCKET,
             "fg_asgi_app:app",
         ]
         env = base_env(FG_DB_URL=URLS[driver], FG_GUARD=guard)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from ..conftest import URLS
 from ._serve import (
     BIN,
+    NO_CONTROL_SOCKET,
     WORKERS,
     Proc,
     base_env,
@@ -46,6 +47,7 @@ def _argv(server: str, port: int) -> list[str]:
             "8",
             "--graceful-timeout",
             "3",
+            *NO_CONTROL_SOCKET,
             "fg_djproject.wsgi:application",
         ]
     return [

@@ -33,7 +33,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -44,7 +43,9 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
+from forkguard.lab.commands import gunicorn_argv, uwsgi_argv
 from forkguard.lab.load import LoadResult, run_load
+from forkguard.lab.procfs import Counters, child_pids, children_of, counters, smaps_rollup
 from forkguard.lab.servers import free_port
 
 from .hotpath import BACKENDS
@@ -148,99 +149,12 @@ class Run:
 # ---- processes and memory ------------------------------------------------------------------
 
 
-def _bin(name: str) -> str:
-    here = os.path.join(os.path.dirname(sys.executable), name)
-    if os.access(here, os.X_OK):
-        return here
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} is not installed: pip install 'forkguard[lab]'")
-    return found
-
-
-def children_of(ppid: int) -> list[int]:
-    """Live (non-zombie) children of ``ppid`` from /proc."""
-    out: list[int] = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read().decode()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(")") + 2 :].split()
-        if len(rest) >= 2 and rest[1] == str(ppid) and rest[0] != "Z":
-            out.append(int(name))
-    return sorted(out)
-
-
-def _child_pids(ppid: int) -> set[int]:
-    """Children of ``ppid`` (zombies included) without scanning /proc: cheap enough to poll."""
-    try:
-        with open(f"/proc/{ppid}/task/{ppid}/children", "rb") as fh:
-            return {int(pid) for pid in fh.read().split()}
-    except OSError:  # no CONFIG_PROC_CHILDREN: the slow, complete scan
-        return set(children_of(ppid))
-
-
 def _first_new_child(ppid: int, known: set[int], found: list[float], stop: threading.Event) -> None:
     while not stop.is_set():
-        if _child_pids(ppid) - known:
+        if child_pids(ppid) - known:
             found.append(time.monotonic())
             return
         time.sleep(0.001)
-
-
-def smaps_rollup(pid: int) -> dict[str, int]:
-    """Rss, Pss, Private_Clean and Private_Dirty (kB) of one process; {} if it is gone."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                key, _, rest = line.partition(":")
-                if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
-                    out[key] = int(rest.split()[0])
-    except OSError as exc:
-        log.warning("no smaps_rollup for pid %d: %s", pid, exc)
-    return out
-
-
-@dataclass(frozen=True)
-class Counters:
-    """What a set of processes has spent so far: minor faults (a copy-on-write copy is one)
-    and CPU seconds in user and kernel mode."""
-
-    minor_faults: int = 0
-    user_s: float = 0.0
-    system_s: float = 0.0
-
-    def __sub__(self, other: Counters) -> Counters:
-        return Counters(
-            self.minor_faults - other.minor_faults,
-            self.user_s - other.user_s,
-            self.system_s - other.system_s,
-        )
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def counters(pids: Sequence[int]) -> Counters:
-    """:class:`Counters` summed over ``pids`` (from /proc/PID/stat); a vanished pid is skipped."""
-    faults, user, system = 0, 0, 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                stat = fh.read().decode()
-        except OSError as exc:
-            log.warning("no stat for pid %d: %s", pid, exc)
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        faults += int(fields[7])
-        user += int(fields[11])
-        system += int(fields[12])
-    return Counters(faults, user / _CLOCK_TICKS, system / _CLOCK_TICKS)
 
 
 def measure_memory(master: int) -> Memory:
@@ -313,57 +227,24 @@ class Server:
         self._log: Any = None
         lazy = variant == "lazy"
         if kind == "uwsgi":
-            self.argv = [
-                _bin("uwsgi"),
-                "--master",
-                "--processes",
-                str(workers),
-                "--http-socket",
-                f"127.0.0.1:{self.port}",
-                "--module",
+            self.argv = uwsgi_argv(
                 "forkguard.bench.memapp:app",
-                "--virtualenv",
-                sys.prefix,
-                "--die-on-term",
-                "--need-app",
-                "--disable-logging",
-                "--harakiri",
-                "60",
-                "--listen",
-                "128",
-                "--min-worker-lifetime",
-                "0",
-                "--forkbomb-delay",
-                "0",
-                "--reload-mercy",
-                "2",
-                "--worker-reload-mercy",
-                "2",
-                "--ignore-sigpipe",
-                "--ignore-write-errors",
-                "--disable-write-exception",
-            ]
-            if lazy:
-                self.argv.append("--lazy-apps")
+                self.port,
+                workers,
+                lazy=lazy,
+                harakiri_s=60,
+                worker_reload_mercy_s=2,
+                extra=["--reload-mercy", "2"],
+            )
         elif kind == "gunicorn":
-            self.argv = [
-                _bin("gunicorn"),
+            self.argv = gunicorn_argv(
                 "forkguard.bench.memapp:app",
-                "--workers",
-                str(workers),
-                "--worker-class",
-                "sync",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--timeout",
-                "60",
-                "--graceful-timeout",
-                "2",
-                "--backlog",
-                "128",
-            ]
-            if not lazy:
-                self.argv.append("--preload")
+                self.port,
+                workers,
+                preload=not lazy,
+                timeout_s=60,
+                graceful_timeout_s=2,
+            )
         else:
             raise ValueError(f"unknown server {kind!r}; expected one of {SERVERS}")
 

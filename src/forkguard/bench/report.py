@@ -93,6 +93,13 @@ def _respawn_parts(run: Optional[dict[str, Any]]) -> tuple[float, float]:
     return median(forks), median(after)
 
 
+def _warm_cpu_per_request(run: Optional[dict[str, Any]]) -> float:
+    """The workers' CPU seconds (user + system) per request in the warm load; nan if unknown."""
+    if not run or "warm_user_s" not in run or not run.get("warm_requests"):
+        return float("nan")
+    return float(run["warm_user_s"] + run["warm_system_s"]) / float(run["warm_requests"])
+
+
 def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (server, workers, variant != lazy): every figure as a ratio to lazy."""
     out: list[dict[str, Any]] = []
@@ -134,6 +141,11 @@ def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     row[key], row[f"{key}_q1"], row[f"{key}_q3"] = _throughput_ratio(
                         run, lazy, rounds
                     )
+                # Whole-load totals, not per-round pairs: the workers' CPU counters tick at
+                # 100 Hz, too coarse for 1 s rounds.
+                row["warm_cpu_per_request"] = _ratio(
+                    _warm_cpu_per_request(run), _warm_cpu_per_request(lazy)
+                )
                 out.append(row)
     return out
 
@@ -437,6 +449,7 @@ def ratio_rows(doc: dict[str, Any]) -> list[list[str]]:
             _f(r["respawn_after_fork"]),
             _f(r["throughput"]),
             _f(r["warm_throughput"]),
+            _f(r["warm_cpu_per_request"]),
         ]
         for r in prefork_ratios(doc)
     ]
@@ -456,6 +469,7 @@ RATIO_HEADER = (
     "respawn from the fork",
     "req/s first load",
     "req/s warm",
+    "worker CPU / request, warm",
 )
 
 

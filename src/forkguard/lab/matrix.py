@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional
 from . import DRIVERS
 from .load import run_load
 from .logscan import scan
-from .runners import WORKERS, build_server, pss_kb
+from .procfs import pss_kb
+from .runners import WORKERS, build_server
 from .servers import admin_execute
 
 log = logging.getLogger("forkguard.lab")

@@ -4,15 +4,7 @@ Each server runs in its own session (process group), on a free 127.0.0.1 port, w
 stderr captured to a log file the lab greps for DB errors afterwards. :meth:`AppServer.stop`
 always ends the whole group: the lab never leaves a worker behind and never kills by name.
 
-Why these flags:
-
-* uWSGI ``--max-requests`` does not recycle a worker younger than ``--min-worker-lifetime``
-  (10 s by default) and its fork-bomb guard sleeps 2 s; ``0`` for both so a short run re-forks.
-* ``--harakiri`` / gunicorn ``--timeout``: a worker that reads another process's reply can
-  block forever on a socket; production servers kill such workers, and so does the lab
-  (gunicorn's covers the worker's boot too, so it gets 10 s).
-* The "lazy" strategy is uWSGI ``--lazy-apps`` / gunicorn without ``--preload``: the app is
-  imported in every worker after the fork (the seed's accepted answer).
+The command lines, and why each flag, are in :mod:`forkguard.lab.commands`.
 """
 
 from __future__ import annotations
@@ -22,16 +14,16 @@ import http.client
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .commands import gunicorn_argv, uwsgi_argv
+from .procfs import children_of
 from .servers import free_port
 
 log = logging.getLogger("forkguard.lab")
@@ -48,17 +40,6 @@ def post_fork(server, worker):
 
     lab_app.run_postfork_hook()
 """
-
-
-def _bin(name: str) -> str:
-    """The executable next to this interpreter (the venv's), else the one on PATH."""
-    here = os.path.join(os.path.dirname(sys.executable), name)
-    if os.access(here, os.X_OK):
-        return here
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} is not installed: pip install 'forkguard[lab]'")
-    return found
 
 
 @dataclass
@@ -182,36 +163,6 @@ class AppServer:
         return None if self.proc is None else self.proc.poll()
 
 
-def children_of(ppid: int) -> list[int]:
-    """Live child pids of ``ppid`` (zombies excluded), read from /proc/*/stat."""
-    out: list[int] = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read().decode()
-        except OSError:
-            continue
-        # comm may contain spaces and parentheses: split after the last ')'.
-        rest = stat[stat.rfind(")") + 2 :].split()
-        if len(rest) >= 2 and rest[1] == str(ppid) and rest[0] != "Z":
-            out.append(int(name))
-    return sorted(out)
-
-
-def pss_kb(pid: int) -> int:
-    """Proportional set size of one process in kB (/proc/PID/smaps_rollup); 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError as exc:
-        log.debug("no smaps_rollup for %d: %s", pid, exc)
-    return 0
-
-
 # Pseudo statuses for requests that got no HTTP answer.
 NO_REPLY = 0  # connection refused or reset (a worker died mid-request)
 TIMED_OUT = -1  # nothing within the client's timeout (a stuck worker, or a saturated box)
@@ -249,17 +200,6 @@ def http_request(
         conn.close()
 
 
-def _gunicorn_has_control_socket() -> bool:
-    try:
-        from importlib.metadata import version
-
-        major = int(version("gunicorn").split(".")[0])
-    except Exception as exc:  # PackageNotFoundError (gunicorn from PATH) or an odd version
-        log.debug("gunicorn version unknown: %s", exc)
-        return False
-    return major >= 24
-
-
 def build_server(
     kind: str,
     strategy: str,
@@ -282,70 +222,30 @@ def build_server(
     env.pop("FORKGUARD_MODE", None)
     lazy = strategy == "lazy"
     if kind == "uwsgi":
-        argv = [
-            _bin("uwsgi"),
-            "--master",
-            "--processes",
-            str(WORKERS),
-            "--http-socket",
-            f"127.0.0.1:{port}",
-            "--module",
+        argv = uwsgi_argv(
             "forkguard.lab.app:app",
-            "--virtualenv",
-            sys.prefix,
-            "--max-requests",
-            str(max_requests),
-            "--min-worker-lifetime",
-            "0",
-            "--forkbomb-delay",
-            "0",
-            "--die-on-term",
-            "--need-app",
-            "--disable-logging",
-            "--harakiri",
-            str(timeout_s),
-            "--ignore-sigpipe",
-            "--ignore-write-errors",
-            "--disable-write-exception",
-            "--listen",
-            "128",
-            # A recycled worker must exit by itself (atexit, finalizers: where mysqlclient's
-            # COM_QUIT fires), not be SIGKILLed by an impatient master: uWSGI's clock ticks
-            # in whole seconds, so a mercy of 1 s kills workers that needed 10 ms.
-            "--worker-reload-mercy",
-            "10",
-        ]
-        if lazy:
-            argv.append("--lazy-apps")
+            port,
+            WORKERS,
+            lazy=lazy,
+            harakiri_s=timeout_s,
+            # A recycled worker must exit by itself, not be SIGKILLed by an impatient master:
+            # uWSGI's clock ticks in whole seconds, so a mercy of 1 s kills workers that
+            # needed 10 ms.
+            worker_reload_mercy_s=10,
+            extra=["--max-requests", str(max_requests)],
+        )
     elif kind == "gunicorn":
-        argv = [
-            _bin("gunicorn"),
+        argv = gunicorn_argv(
             "forkguard.lab.app:app",
-            "--workers",
-            str(WORKERS),
-            "--worker-class",
-            "sync",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--max-requests",
-            str(max_requests),
-            "--max-requests-jitter",
-            "0",
+            port,
+            WORKERS,
+            preload=not lazy,
             # gunicorn's timeout also covers a worker's boot, which without --preload imports
             # the app: give it room on a loaded machine, or "lazy" is punished for the box.
-            "--timeout",
-            str(max(timeout_s, 10)),
-            "--graceful-timeout",
-            "1",
-            "--backlog",
-            "128",
-        ]
-        if _gunicorn_has_control_socket():
-            # gunicorn >= 24 opens a control socket in $HOME by default: one path shared by
-            # every gunicorn on the machine, and not ours to touch.
-            argv.append("--no-control-socket")
-        if not lazy:
-            argv.append("--preload")
+            timeout_s=max(timeout_s, 10),
+            graceful_timeout_s=1,
+            extra=["--max-requests", str(max_requests), "--max-requests-jitter", "0"],
+        )
         if strategy in POSTFORK_STRATEGIES:
             conf = os.path.join(workdir, "gunicorn_conf.py")
             with open(conf, "w") as fh:
