@@ -685,6 +685,14 @@ def _header(doc: dict[str, Any], title: str) -> str:
     )
 
 
+def _dispatch_share_md(doc: dict[str, Any]) -> str:
+    split = doc.get("instructions", {}).get("split", {})
+    dispatch, own = split.get("checkout_dispatch"), split.get("forkguard_own")
+    if not dispatch or own is None:
+        return ""
+    return f": {100 * dispatch / (dispatch + own):.0f} % of the instructions added in this run"
+
+
 def _settling_md(pcfg: dict[str, Any]) -> str:
     if "settle_faults_per_request" not in pcfg:
         return "no settling (this run predates it)"
@@ -810,7 +818,7 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "`_ConnectionFairy._checkout` returns at once; with *any* listener it takes the slow path "
         "(a retry loop, about twenty attribute reads and writes, the dispatch call). That column "
         "is what any library hooking checkout pays - SQLAlchemy's own documented pid recipe "
-        "included - before running a line of its own; on this machine it alone is above 1 µs.\n"
+        f"included - before running a line of its own{_dispatch_share_md(doc)}.\n"
         "- **forkguard's own code** is one fork check and one type check. A fork check is one "
         "byte read of a `MADV_WIPEONFORK` page - the kernel zeroes it in every "
         f"child, however it was forked - so the common case is one compare, no syscall: "
