@@ -83,12 +83,13 @@ class PreforkConfig:
     # client, so the median of n pairs is good to about 1.25 * 7 % / sqrt(n): 30 pairs, ~1.6 %.
     load_seconds: float = 30.0
     load_rounds: int = 30
-    # The full collections un-share only the pages of GC-tracked objects; strs, floats and
-    # ints sit in pages of their own, still shared, and a worker copies one each time a
-    # reference count on it first changes. So before the warm load every server is loaded
-    # alone, in slices, until a slice's workers take at most this many minor faults per
-    # request (a lazy-apps worker: ~0.02). Measured on this machine kind: ~10 us of system
-    # time per such fault, so 0.5 a request is under 0.5 % of a ~1.2 ms request.
+    # The full collections write only to GC-tracked objects (their GC headers); a page that
+    # holds untracked objects alone - strs, floats, ints - stays shared until a request first
+    # changes a reference count on one of them, and then the worker copies it. So before the
+    # warm load every server is loaded alone, in slices, until a slice's workers take at most
+    # this many minor faults per request (a lazy-apps worker: ~0.02). Measured on this machine
+    # kind: ~10 us of system time per such fault, so 0.5 a request is under 0.5 % of a ~1.2 ms
+    # request.
     settle_faults_per_request: float = 0.5
     settle_slice_s: float = 1.0
     settle_max_s: float = 90.0

@@ -704,14 +704,15 @@ def _settling_md(pcfg: dict[str, Any]) -> str:
 
 
 COW_MD = (
-    "Copy-on-write is not over after the full collections: they write to the pages of "
-    "GC-tracked objects only, while strs, floats and ints sit in pages of their own, still "
-    "shared, and a worker copies one of those each time a request first bumps a reference "
-    "count on it. Each copy is a minor fault and kernel time, which a lazy-apps worker never "
-    "pays (it built its heap before it counted as ready). So before the warm load each server "
-    "is loaded alone until those faults have died down (*settling*); the table shows what was "
-    "left in each phase and what a request cost the workers in the warm load (CPU time from "
-    "`/proc/PID/stat`, whole workers: the app, the server and the kernel).\n"
+    "Copy-on-write is not over after the full collections: they write only to GC-tracked "
+    "objects (their GC headers), and a page that holds untracked objects alone - strs, "
+    "floats, ints - stays shared until a request first bumps a reference count on one of "
+    "them; then the worker copies it. Each copy is a minor fault and kernel time, which a "
+    "lazy-apps worker never pays (it built its heap before it counted as ready). So before the "
+    "warm load each server is loaded alone until those faults have died down (*settling*); "
+    "the table shows what was left in each phase and what a request cost the workers in the "
+    "warm load (CPU time from `/proc/PID/stat`, whole workers: the app, the server and the "
+    "kernel).\n"
 )
 
 
