@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from forkguard.lab.commands import gunicorn_has_control_socket
+from forkguard.lab.commands import gunicorn_no_control_socket
 
 from .conftest import URLS
 
@@ -59,8 +59,7 @@ def _server_command(server: str, port: int) -> list[str]:
         str(WORKERS),
         "--bind",
         f"127.0.0.1:{port}",
-        # gunicorn >= 24 opens a control socket in $HOME, one path for every gunicorn here.
-        *(["--no-control-socket"] if gunicorn_has_control_socket() else []),
+        *gunicorn_no_control_socket(),
         "tests.apps.prefork_app:application",
     ]
 

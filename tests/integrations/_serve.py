@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from forkguard.lab.commands import gunicorn_has_control_socket
+from forkguard.lab.commands import gunicorn_no_control_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
 BIN = Path(sys.executable).parent
 WORKERS = 4
-# gunicorn >= 24 opens a control socket in $HOME, one path for every gunicorn on the machine.
-NO_CONTROL_SOCKET = ["--no-control-socket"] if gunicorn_has_control_socket() else []
+NO_CONTROL_SOCKET = gunicorn_no_control_socket()
 # Errors that mean a worker used (or lost) a connection it shares with its siblings.
 DB_ERROR_MARKERS = (
     "Traceback",

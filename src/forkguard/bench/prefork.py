@@ -389,8 +389,17 @@ def _fail(run: Run, what: str, exc: BaseException) -> None:
         run.error = f"{what}: {type(exc).__name__}: {str(exc)[:500]}"
 
 
-def _account(run: Run, load: LoadResult) -> None:
-    """Count one load's requests and errors into ``run``; errors are logged, never dropped."""
+def _load_slice(run: Run, server: Server, *, total: int, time_cap: float, seed: int) -> LoadResult:
+    """One slice of the lab's load on one server (two clients per worker, at least eight),
+    counted into ``run``: its requests and errors; errors are logged, never dropped."""
+    load = run_load(
+        server.port,
+        total=total,
+        concurrency=max(8, 2 * run.workers),
+        time_cap=time_cap,
+        request_timeout=30.0,
+        seed=seed,
+    )
     run.load_requests += load.requests
     run.load_errors += load.http_errors + load.echo_mismatches + load.read_mismatches
     if load.http_errors or load.echo_mismatches or load.read_mismatches:
@@ -403,6 +412,7 @@ def _account(run: Run, load: LoadResult) -> None:
             load.echo_mismatches,
             load.read_mismatches,
         )
+    return load
 
 
 def _settle(cfg: PreforkConfig, run: Run, server: Server) -> None:
@@ -416,15 +426,13 @@ def _settle(cfg: PreforkConfig, run: Run, server: Server) -> None:
     while True:
         pids = children_of(server.master)
         before = counters(pids)
-        load = run_load(
-            server.port,
+        load = _load_slice(
+            run,
+            server,
             total=10**7,
-            concurrency=max(8, 2 * run.workers),
             time_cap=cfg.settle_slice_s,
-            request_timeout=30.0,
             seed=len(run.settle_faults_per_request),
         )
-        _account(run, load)
         run.settle_requests += load.requests
         per_request = (counters(pids) - before).minor_faults / max(1, load.requests)
         run.settle_faults_per_request.append(per_request)
@@ -472,15 +480,7 @@ def _interleaved_load(
             per_slice = (
                 cfg.first_load_requests_per_worker * run.workers // rounds if first else 10**7
             )
-            load = run_load(
-                servers[variant].port,
-                total=per_slice,
-                concurrency=max(8, 2 * run.workers),
-                time_cap=slice_s,
-                request_timeout=30.0,
-                seed=r,
-            )
-            _account(run, load)
+            load = _load_slice(run, servers[variant], total=per_slice, time_cap=slice_s, seed=r)
             getattr(run, into).append(load.ok / load.elapsed if load.elapsed > 0 else 0.0)
     return {
         v: (

@@ -93,11 +93,15 @@ def _respawn_parts(run: Optional[dict[str, Any]]) -> tuple[float, float]:
     return median(forks), median(after)
 
 
+def _per_request(amount: float, requests: float) -> float:
+    return amount / requests if requests > 0 else float("nan")
+
+
 def _warm_cpu_per_request(run: Optional[dict[str, Any]]) -> float:
     """The workers' CPU seconds (user + system) per request in the warm load; nan if unknown."""
-    if not run or "warm_user_s" not in run or not run.get("warm_requests"):
+    if not run or "warm_user_s" not in run:
         return float("nan")
-    return float(run["warm_user_s"] + run["warm_system_s"]) / float(run["warm_requests"])
+    return _per_request(run["warm_user_s"] + run["warm_system_s"], run.get("warm_requests", 0))
 
 
 def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -367,10 +371,6 @@ def memory_rows(doc: dict[str, Any]) -> list[list[str]]:
             ]
         )
     return rows
-
-
-def _per_request(amount: float, requests: float) -> float:
-    return amount / requests if requests > 0 else float("nan")
 
 
 def cow_rows(doc: dict[str, Any]) -> list[list[str]]:

@@ -42,7 +42,13 @@ def executable(name: str) -> str:
     return found
 
 
-def gunicorn_has_control_socket() -> bool:
+def gunicorn_no_control_socket() -> list[str]:
+    """``--no-control-socket`` where gunicorn has one (>= 24: a socket in ``$HOME``, one path
+    for every gunicorn on the machine); nothing for older versions, which reject the flag."""
+    return ["--no-control-socket"] if _has_control_socket() else []
+
+
+def _has_control_socket() -> bool:
     try:
         from importlib.metadata import version
 
@@ -125,9 +131,8 @@ def gunicorn_argv(
         "--backlog",
         "128",
         *extra,
+        *gunicorn_no_control_socket(),
     ]
-    if gunicorn_has_control_socket():
-        argv.append("--no-control-socket")
     if preload:
         argv.append("--preload")
     return argv

@@ -11,6 +11,15 @@ from dataclasses import dataclass
 log = logging.getLogger("forkguard.lab")
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    """/proc/PID/stat after the command name: field 3 (state) is item 0. Raises OSError if
+    the process is gone."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        stat = fh.read().decode()
+    # comm may contain spaces and parentheses: split after the last ')'.
+    return stat[stat.rfind(")") + 2 :].split()
+
+
 def children_of(ppid: int) -> list[int]:
     """Live child pids of ``ppid`` (zombies excluded), read from /proc/*/stat."""
     out: list[int] = []
@@ -18,12 +27,9 @@ def children_of(ppid: int) -> list[int]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read().decode()
-        except OSError:
+            rest = _stat_fields(name)
+        except OSError:  # exited while we scanned
             continue
-        # comm may contain spaces and parentheses: split after the last ')'.
-        rest = stat[stat.rfind(")") + 2 :].split()
         if len(rest) >= 2 and rest[1] == str(ppid) and rest[0] != "Z":
             out.append(int(name))
     return sorted(out)
@@ -77,12 +83,10 @@ def counters(pids: Sequence[int]) -> Counters:
     faults, user, system = 0, 0, 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                stat = fh.read().decode()
+            fields = _stat_fields(pid)
         except OSError as exc:
             log.warning("no stat for pid %d: %s", pid, exc)
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
         faults += int(fields[7])
         user += int(fields[11])
         system += int(fields[12])
