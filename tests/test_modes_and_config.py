@@ -105,6 +105,65 @@ def test_repair_mode_checkout_is_silent_and_fresh(make_engine):
     assert result["value"] != parent_session
 
 
+@pytest.mark.parametrize("mechanism", ["os", "ctypes"])
+def test_repair_mode_a_pool_left_behind_hands_out_fresh_connections(make_engine, mechanism):
+    """A pool the child still reaches after its engine got a fresh one (here: a reference
+    taken before the fork) recycles its inherited records through SQLAlchemy's soft
+    invalidation, so the checkout listener never has to look for stand-ins."""
+    forkguard.install(mode="repair")
+    engine = make_engine(URLS["psycopg2"])
+    with engine.connect() as conn:
+        parent_session = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    old_pool = engine.pool
+
+    def child() -> object:
+        with engine.connect():  # handles the fork (ctypes: no hook ran) and replaces the pool
+            pass
+        assert engine.pool is not old_pool
+        conn = old_pool.connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT pg_backend_pid()")
+            return cursor.fetchone()[0]
+        finally:
+            conn.close()
+
+    result = run_in_child(child, mechanism)
+    assert result["ok"], result
+    assert result["value"] != parent_session
+    with engine.connect() as conn:  # the parent's session is untouched
+        assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() == parent_session
+
+
+@pytest.mark.parametrize("mode", ["repair", "strict"])
+def test_checkout_fast_path_is_armed_only_where_nothing_is_left_to_catch(make_engine, mode):
+    """The checkout listener reads one byte: set in the parent and in a repaired child, clear
+    in a strict child that holds stand-ins (its checkouts must still refuse them)."""
+    from forkguard import sqlalchemy as fg_sa
+
+    if fg_sa._checkout_clear is None:
+        pytest.skip("no MADV_WIPEONFORK here: every checkout takes the checked path")
+    forkguard.install(mode=mode)
+    engine = make_engine(URLS["pymysql"])
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    assert bool(fg_sa._checkout_clear)
+
+    def child() -> object:
+        before = bool(fg_sa._checkout_clear)  # libc fork: nothing has run yet
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except forkguard.InheritedConnectionError:
+            pass
+        return [before, bool(fg_sa._checkout_clear)]
+
+    result = run_in_child(child, "ctypes")
+    assert result["ok"], result
+    assert result["value"] == [False, mode == "repair"]
+    assert bool(fg_sa._checkout_clear)
+
+
 def test_warn_mode_logs_where_the_connection_was_opened(make_engine, tmp_path):
     log_file = tmp_path / "child.log"
     forkguard.install(mode="warn")

@@ -56,6 +56,40 @@ def _make_fork_marker() -> mmap.mmap | None:
 
 
 _marker = _make_fork_marker()
+_next_flag = 1  # byte 0 of the page is the fork marker itself
+
+
+class ChildFlag:
+    """One byte of the fork marker page: set in this process, 0 in every child until set there.
+
+    The kernel zeroes the whole page in a child however it was forked, so a hot path can ask
+    "has this process been set up since its fork?" with one byte read and no call: the caller
+    sets its flag when it has done its post-fork work, and a fresh child falls to its slow path
+    by itself. Only with ``MADV_WIPEONFORK`` (:func:`ChildFlag.new` returns None without it).
+    """
+
+    __slots__ = ("index", "page")
+
+    def __init__(self, page: mmap.mmap, index: int) -> None:
+        self.page = page
+        self.index = index
+
+    @classmethod
+    def new(cls) -> ChildFlag | None:
+        global _next_flag
+        if _marker is None:
+            return None
+        with _lock:
+            if _next_flag >= mmap.PAGESIZE:
+                raise RuntimeError("forkguard: no fork marker bytes left")
+            index, _next_flag = _next_flag, _next_flag + 1
+        return cls(_marker, index)
+
+    def set(self, value: bool = True) -> None:
+        self.page[self.index] = 1 if value else 0
+
+    def __bool__(self) -> bool:
+        return bool(self.page[self.index])
 
 
 def handled_pid() -> int:
@@ -81,8 +115,9 @@ def remove_child_handler(handler: ChildHandler) -> None:
 def check() -> bool:
     """Run the child handlers if this process forked since we last looked; True if it did.
 
-    This is the fallback for forks that ran no hook, on every checkout: one byte read (or,
-    without ``MADV_WIPEONFORK``, one ``getpid()``).
+    This is the fallback for forks that ran no hook: one byte read (or, without
+    ``MADV_WIPEONFORK``, one ``getpid()``). The checkout listener reads a :class:`ChildFlag`
+    first and calls this only in a child not yet set up.
     """
     if _marker is not None:
         if _marker[0]:

@@ -111,14 +111,14 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
     )
 
 
-def _on_checkout(
+def _on_checkout_checked(
     dbapi_connection: Any,
     record: Any,
     proxy: Any,
     _check: Callable[[], bool] = _fork.check,
     _stand_in: type[InheritedConnection] = InheritedConnection,
 ) -> None:
-    """The one listener on the checkout hot path: a fork check and a type check.
+    """A fork check and a type check: a fork that ran no hook, or a stand-in being handed out.
 
     Bound as default arguments, ``_fork.check`` and the stand-in class are local lookups;
     SQLAlchemy calls this with three positional arguments, so they are never overridden.
@@ -127,6 +127,45 @@ def _on_checkout(
         dbapi_connection = proxy.dbapi_connection
     if type(dbapi_connection) is _stand_in:
         raise dbapi_connection.make_error()
+
+
+# Set where nothing is left for a checkout to catch: this process has handled its forks and no
+# pool in it can hand out a stand-in unrecycled (see after_fork_in_child). Every child reads 0
+# here until forkguard has handled its fork, however it was forked.
+_checkout_clear = _fork.ChildFlag.new()
+# Strict mode leaves stand-ins in the pools of a child, for their checkout to raise.
+_stand_ins_to_refuse = False
+
+
+def _make_checkout_listener() -> Callable[[Any, Any, Any], None]:
+    flag = _checkout_clear
+    if flag is None:  # no MADV_WIPEONFORK: every checkout takes the checked path (getpid)
+        return _on_checkout_checked
+    page, index, checked = flag.page, flag.index, _on_checkout_checked
+
+    def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        """The one listener on the checkout hot path: one byte read, nothing else.
+
+        SQLAlchemy already leaves its checkout fast path for any ``checkout`` listener (about
+        50 bytecodes of its own); what forkguard adds to that is this read.
+        """
+        if page[index]:
+            return
+        checked(dbapi_connection, record, proxy)
+
+    return on_checkout
+
+
+_on_checkout = _make_checkout_listener()
+
+
+def _mark_checkout_clear() -> None:
+    """Let checkouts skip the checked path here, once any fork of this process is handled."""
+    if _checkout_clear is None or _stand_ins_to_refuse:
+        return
+    _fork.check()  # a fork not handled yet is handled now (this may run after_fork_in_child)
+    if not _stand_ins_to_refuse:
+        _checkout_clear.set()
 
 
 def _on_handle_error(context: Any) -> None:
@@ -202,6 +241,12 @@ def _swap_in_stand_in(state: _registry.TrackedConnection, conn: Any) -> None:
     record.dbapi_connection = stand_in
     if fairy is not None and getattr(fairy, "dbapi_connection", None) is conn:
         fairy.dbapi_connection = stand_in
+    if settings.mode != "strict":
+        # SQLAlchemy's own soft invalidation: the record keeps the stand-in now and recycles it
+        # (close, a no-op; then a fresh connect) at its next checkout, from whatever pool still
+        # holds it (an engine's old pool, a pool without an engine). So no checkout needs to
+        # look for stand-ins, and the checkout listener can stay one byte read.
+        record.invalidate(soft=True)
 
 
 def _reset_sessions() -> int:
@@ -230,11 +275,15 @@ def _replace_pools() -> int:
 
 
 def after_fork_in_child(parent_pid: int) -> None:
+    global _stand_ins_to_refuse
     inherited = _registry.inherited()
     for state in inherited:
         conn = state.connection()
         if conn is not None:
             _swap_in_stand_in(state, conn)
+    if settings.mode == "strict" and inherited:
+        _stand_ins_to_refuse = True
+    _mark_checkout_clear()
     if settings.mode == "strict":
         if inherited:
             log.info(
@@ -314,6 +363,7 @@ def install() -> None:
             # A dialect-level event in 2.x: it leaves execute() on the fast path.
             _listen(Engine, "handle_error", _on_handle_error)
         _fork.add_child_handler(after_fork_in_child)
+        _mark_checkout_clear()
         _installed = True
         # type(), not isinstance(): lazy proxies (Django's settings, werkzeug's LocalProxy)
         # answer __class__ by evaluating themselves, which can raise or have side effects.
@@ -337,6 +387,7 @@ def protect(engine: Any) -> Engine:
             if not event.contains(sync_engine.pool, name, fn):
                 _listen(sync_engine, name, fn)
         _fork.add_child_handler(after_fork_in_child)
+        _mark_checkout_clear()
     _adopt([sync_engine])
     return sync_engine
 

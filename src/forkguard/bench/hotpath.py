@@ -13,7 +13,8 @@ The bare checkout/checkin benchmark adds one more configuration, to split the co
 forkguard's listeners see on every checkout (none runs on checkin). SQLAlchemy leaves its
 checkout fast path as soon as *any* ``checkout`` listener exists, so ``noop-checkout -
 unguarded`` is SQLAlchemy's price for any such listener, and ``forkguard - noop-checkout`` is
-forkguard's own work (one fork check - a byte read of the fork marker page - and a type check).
+forkguard's own work (one byte read of a flag on the fork marker page; see
+``forkguard.sqlalchemy._make_checkout_listener``).
 """
 
 from __future__ import annotations
@@ -148,6 +149,48 @@ def _analyse(per_config: dict[str, list[float]]) -> dict[str, Any]:
     return out
 
 
+def _owner_of(path: str) -> str:
+    if path == __file__:
+        return "benchmark"  # the do-nothing listener
+    if os.path.dirname(path) == os.path.dirname(os.path.dirname(__file__)):
+        return "forkguard"  # src/forkguard/*.py
+    return "sqlalchemy" if f"{os.sep}sqlalchemy{os.sep}" in path else "other"
+
+
+def bytecodes_per_checkout(pool: Pool, config: str) -> dict[str, int]:
+    """Python bytecodes one bare checkout + checkin runs, by file, under ``config``.
+
+    Counted with an opcode trace of one ``pool.connect().close()`` after a few untraced ones:
+    exact and the same on any machine, it shows *where* the added work runs (SQLAlchemy's
+    pool and event modules, or forkguard's).
+    """
+    _set_config(config)
+    try:
+        for _ in range(3):
+            pool.connect().close()
+        counts: dict[str, int] = {}
+
+        def trace(frame: Any, event_name: str, arg: Any) -> Any:
+            frame.f_trace_opcodes = True
+            if event_name == "opcode":
+                name = frame.f_code.co_filename
+                counts[name] = counts.get(name, 0) + 1
+            return trace
+
+        sys.settrace(trace)
+        try:
+            pool.connect().close()
+        finally:
+            sys.settrace(None)
+    finally:
+        _set_config("unguarded")
+    by_owner = {"sqlalchemy": 0, "forkguard": 0, "benchmark": 0, "other": 0}
+    for path, n in counts.items():
+        by_owner[_owner_of(path)] += n
+    by_owner["total"] = sum(counts.values())
+    return by_owner
+
+
 def _micro(number: int) -> dict[str, Any]:
     """What one fork check costs, next to the syscall it replaces."""
     _set_config("forkguard")
@@ -192,6 +235,7 @@ def run_hotpath(cfg: HotPathConfig, backends: Sequence[str]) -> dict[str, Any]:
             )
             b = _analyse(cpu)
             b["wall"] = _analyse(wall)
+            b["bytecodes"] = {c: bytecodes_per_checkout(bare.pool, c) for c in BARE_CONFIGS}
             result["bare"][backend] = b
         finally:
             _set_config("unguarded")

@@ -29,6 +29,7 @@ import contextlib
 import http.client
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -148,6 +149,24 @@ class Run:
 
 
 # ---- processes and memory ------------------------------------------------------------------
+
+
+def kill_time(cycle_start: float, i: int, n: int, now: float | None = None) -> float:
+    """When to kill a worker for the ``i``-th of ``n`` respawns: evenly over the master's cycle.
+
+    A worker dies at no particular moment of its master's cycle, so the kills sample that
+    cycle evenly: ``(i + 0.5) / n`` of it. uWSGI's master looks for dead workers once per
+    ``check-interval`` (1 s) counted from its last wake-up, which is when it forked the last
+    replacement (``cycle_start``); the kill comes at the first moment of that phase after the
+    workers are back (``now``). Spacing kills relative to "workers are back" instead would favour
+    whichever variant happens to come back at a good phase (a lazy worker ready 2.3 s after its
+    fork sits 0.7 s before a tick; a preloaded one, 0.95 s). gunicorn's arbiter reacts to
+    SIGCHLD at once, so for it the offsets are only spacing.
+    """
+    now = time.monotonic() if now is None else now
+    offset = (i + 0.5) / n * MASTER_CYCLE_S
+    cycles = max(0, math.ceil((now - cycle_start - offset) / MASTER_CYCLE_S))
+    return cycle_start + cycles * MASTER_CYCLE_S + offset
 
 
 def _first_new_child(ppid: int, known: set[int], found: list[float], stop: threading.Event) -> None:
@@ -295,9 +314,9 @@ class Server:
             [int(done[p]["freeze_count"]) for p in sorted(want)],
         )
 
-    def respawn(self, timeout: float) -> tuple[float, float]:
-        """SIGKILL one worker: seconds until the master has forked its replacement, and until
-        a new worker answers a database request.
+    def respawn(self, timeout: float) -> tuple[float, float, float]:
+        """SIGKILL one worker: when it was killed (``time.monotonic()``), seconds until the
+        master has forked its replacement, and until a new worker answers a database request.
 
         The first is the server's reaction time, the same whatever the app does (uWSGI's
         master looks once per ``check-interval``); the rest is the new worker's start-up,
@@ -329,7 +348,7 @@ class Server:
             raise RuntimeError(f"no new worker served within {timeout:.0f}s")
         # A new pid answered, so it was forked; the watcher may have seen it only after the
         # answer (or between two polls just now): the fork is never later than the answer.
-        return min(forked[0] if forked else served, served) - t0, served - t0
+        return t0, min(forked[0] if forked else served, served) - t0, served - t0
 
     def wait_workers(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -548,15 +567,14 @@ def run_cell(
             run, server = runs[variant], servers[variant]
             t_begin = time.monotonic()
             try:
+                # The first kill only finds the master's cycle (its replacement's fork time).
+                killed_at, fork_s, _ = server.respawn(cfg.start_timeout)
+                cycle_start = killed_at + fork_s
                 for i in range(cfg.respawns):
-                    if i:
-                        server.wait_workers(cfg.start_timeout)
-                    # Spread the kills over uWSGI's 1 s master cycle: right after a respawn a
-                    # preloaded worker is ready a few ms past a tick, so killing at once would
-                    # always land just after one and wait the whole cycle (seen: 0.8 s vs
-                    # 0.3-0.6 s for lazy). Offsets (i + 0.5) / n of the cycle sample it evenly.
-                    time.sleep((i + 0.5) / cfg.respawns * MASTER_CYCLE_S)
-                    fork_s, serve_s = server.respawn(cfg.start_timeout)
+                    server.wait_workers(cfg.start_timeout)
+                    time.sleep(max(0.0, kill_time(cycle_start, i, cfg.respawns) - time.monotonic()))
+                    killed_at, fork_s, serve_s = server.respawn(cfg.start_timeout)
+                    cycle_start = killed_at + fork_s
                     run.respawn_fork_s.append(fork_s)
                     run.respawn_s.append(serve_s)
                     if time.monotonic() - t_begin > cfg.run_timeout:
@@ -619,6 +637,7 @@ def run_prefork(cfg: PreforkConfig) -> dict[str, Any]:
             "settle_slice_s": cfg.settle_slice_s,
             "settle_max_s": cfg.settle_max_s,
             "respawns": cfg.respawns,
+            "kill_schedule": "master-cycle",
             "backend": cfg.backend,
             "driver_url": sa.engine.make_url(db_url).render_as_string(hide_password=True),
         },

@@ -685,6 +685,26 @@ def _header(doc: dict[str, Any], title: str) -> str:
     )
 
 
+def _bytecodes_md(doc: dict[str, Any], owner: str) -> str:
+    """What the opcode trace of one bare checkout says about ``owner``'s share, if recorded."""
+    counts = [
+        b["bytecodes"] for b in doc.get("hotpath", {}).get("bare", {}).values() if "bytecodes" in b
+    ]
+    if not counts:
+        return ""
+    c = counts[0]
+    if owner == "sqlalchemy":
+        added = c["noop-checkout"]["sqlalchemy"] - c["unguarded"]["sqlalchemy"]
+        return (
+            f": {added} more of SQLAlchemy's bytecodes per checkout, on "
+            f"{c['unguarded']['total']} in all without a listener, counted by an opcode trace"
+        )
+    return (
+        f": {c['forkguard']['forkguard']} bytecodes per checkout by the same count (the "
+        f"do-nothing listener: {c['noop-checkout']['benchmark']})"
+    )
+
+
 def _dispatch_share_md(doc: dict[str, Any]) -> str:
     split = doc.get("instructions", {}).get("split", {})
     dispatch, own = split.get("checkout_dispatch"), split.get("forkguard_own")
@@ -743,10 +763,22 @@ def _respawn_floor_md(doc: dict[str, Any]) -> str:
             f"{_f(after_l)} s ({_f(r['respawn_after_fork'], '{:.3f}')}x)"
         )
     if rows:
+        if doc.get("prefork", {}).get("config", {}).get("kill_schedule") == "master-cycle":
+            spread = (
+                " The kills are spread evenly over the master's cycle, which restarts when it "
+                "forks a replacement: after one uncounted kill to find it, the i-th of n kills "
+                "falls (i + 0.5) / n of a cycle into the first whole cycle after the workers "
+                "are back, so every variant waits half a cycle on average, as a worker dying "
+                "at a random moment would. "
+            )
+        else:
+            spread = (
+                " The kills are spaced (i + 0.5) / n of a second after the workers are back "
+                "(so where a variant's start-up ends in the master's cycle moves its wait). "
+            )
         text += (
-            " The kills are spread evenly over that cycle (each one (i + 0.5) / n of a second "
-            "after the workers are back), so every variant waits half a cycle on average. "
-            "The respawn time splits into the server's reaction (kill until the master has "
+            spread
+            + "The respawn time splits into the server's reaction (kill until the master has "
             "forked the replacement, polled every millisecond) and the new worker's start "
             "(fork until it answers), which is the part preloading changes: "
             + "; ".join(rows)
@@ -817,18 +849,24 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "Where the time goes:\n",
         "- **SQLAlchemy's checkout slow path.** With no `checkout` listener and no pre-ping, "
         "`_ConnectionFairy._checkout` returns at once; with *any* listener it takes the slow path "
-        "(a retry loop, about twenty attribute reads and writes, the dispatch call). That column "
-        "is what any library hooking checkout pays - SQLAlchemy's own documented pid recipe "
-        f"included - before running a line of its own{_dispatch_share_md(doc)}.\n"
-        "- **forkguard's own code** is one fork check and one type check. A fork check is one "
-        "byte read of a `MADV_WIPEONFORK` page - the kernel zeroes it in every "
-        f"child, however it was forked - so the common case is one compare, no syscall: "
-        f"{_f(m.get('fork_check_ns', float('nan')), '{:.0f}')} ns per call here, against "
-        f"{_f(m.get('getpid_ns', float('nan')), '{:.0f}')} ns for `os.getpid()` and "
+        "(a retry loop, attribute reads and writes, the dispatch call through `*args, **kw`"
+        f"{_bytecodes_md(doc, 'sqlalchemy')}). That column is what any library hooking checkout "
+        "pays - SQLAlchemy's own documented pid recipe included - before running a line of its "
+        f"own{_dispatch_share_md(doc)}.\n"
+        "- **forkguard's own code** is one byte read"
+        f"{_bytecodes_md(doc, 'forkguard')}. The byte is a flag on a `MADV_WIPEONFORK` page "
+        "(the kernel zeroes the page in every child, however it was forked) that forkguard "
+        "sets once a process has nothing left for a checkout to catch: its forks are handled, "
+        "and every inherited connection a pool still holds has been soft-invalidated, so "
+        "SQLAlchemy itself recycles it at its next checkout. Only a child not handled yet (a "
+        "fork from C that ran no hook) or a strict-mode child (whose checkouts of inherited "
+        "connections must raise) takes the checked path: a fork check - a byte read of the "
+        f"same page, {_f(m.get('fork_check_ns', float('nan')), '{:.0f}')} ns per call here, "
+        f"against {_f(m.get('getpid_ns', float('nan')), '{:.0f}')} ns for `os.getpid()` and "
         f"{_f(m.get('python_call_ns', float('nan')), '{:.0f}')} ns for an empty Python call "
         "(marker page in use: "
-        f"{'yes' if m.get('wipeonfork_marker') else 'no - getpid() fallback'}). "
-        "`os.getpid()` runs only in a child, once, after the marker reads 0.\n"
+        f"{'yes' if m.get('wipeonfork_marker') else 'no - getpid() fallback, on every checkout'}"
+        ") - and a type check for stand-ins.\n"
         "- **Nothing on checkin.** forkguard has no `reset` listener: SQLAlchemy builds a "
         "`PoolResetState` and dispatches on every checkin once any exists (about 2 µs per "
         "checkin here, measured before it was removed), and it would only have covered a "
