@@ -767,9 +767,9 @@ def _respawn_floor_md(doc: dict[str, Any]) -> str:
             spread = (
                 " The kills are spread evenly over the master's cycle, which restarts when it "
                 "forks a replacement: after one uncounted kill to find it, the i-th of n kills "
-                "falls (i + 0.5) / n of a cycle into the first whole cycle after the workers "
-                "are back, so every variant waits half a cycle on average, as a worker dying "
-                "at a random moment would. "
+                "comes (i + 0.5) / n of a cycle after a tick - the first such moment after the "
+                "workers are back - so every variant waits half a cycle on average, as a worker "
+                "dying at a random moment would. "
             )
         else:
             spread = (
