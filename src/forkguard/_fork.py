@@ -85,8 +85,8 @@ class ChildFlag:
             index, _next_flag = _next_flag, _next_flag + 1
         return cls(_marker, index)
 
-    def set(self, value: bool = True) -> None:
-        self.page[self.index] = 1 if value else 0
+    def set(self) -> None:
+        self.page[self.index] = 1
 
     def __bool__(self) -> bool:
         return bool(self.page[self.index])

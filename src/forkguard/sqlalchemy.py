@@ -161,9 +161,10 @@ _on_checkout = _make_checkout_listener()
 
 def _mark_checkout_clear() -> None:
     """Let checkouts skip the checked path here, once any fork of this process is handled."""
-    if _checkout_clear is None or _stand_ins_to_refuse:
+    if _checkout_clear is None:
         return
-    _fork.check()  # a fork not handled yet is handled now (this may run after_fork_in_child)
+    # A fork not handled yet is handled first: after_fork_in_child decides _stand_ins_to_refuse.
+    _fork.check()
     if not _stand_ins_to_refuse:
         _checkout_clear.set()
 
