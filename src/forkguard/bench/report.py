@@ -748,8 +748,9 @@ def _respawn_floor_md(doc: dict[str, Any]) -> str:
     """Why uWSGI's respawn ratio has a floor, with this run's split of the respawn time."""
     text = (
         "Respawn under uWSGI has a floor that is uWSGI's, not preloading's: its master looks for "
-        "dead workers once per `check-interval` (1 s, whole seconds only; it blocks SIGCHLD, so "
-        "a death does not wake it), so a preloaded worker that forks in milliseconds still "
+        "dead workers once per `check-interval` (1 s, whole seconds only; SIGCHLD stays at its "
+        "default, ignored, and no worker has an fd in its event queue, so a death does not "
+        "wake it), so a preloaded worker that forks in milliseconds still "
         "waits up to a second to be forked; gunicorn's arbiter reacts to SIGCHLD at once."
     )
     rows = []
