@@ -65,11 +65,11 @@ def test_install_twice_is_harmless(make_engine):
     stats = run_in_child(child)["value"]
     assert stats["forks_seen"] == 1
     assert stats["connections_neutralized"] == 1
-    from forkguard import _fork
+    from forkguard import _integration
     from forkguard import sqlalchemy as fg_sa
 
     assert len(fg_sa._listeners) == len(set(fg_sa._listeners))
-    assert len(_fork._handlers) == len(set(_fork._handlers))
+    assert [i.name for i in _integration.installed()] == ["sqlalchemy"]
 
 
 def test_uninstall_removes_every_hook(make_engine):

@@ -2,20 +2,29 @@
 
 Finding the file descriptor is all forkguard needs from a driver: once the child's copy of that
 fd points at /dev/null, nothing the driver does later (close, dealloc, TLS shutdown, a rollback
-on return) can reach the server. For a driver we do not know, the socket is found by its peer
-address instead (the connection's server port, from /proc), so it is still protected.
+on return) can reach the server. For a driver we do not know - or a known one whose layout is
+not what we expect, such as mysql-connector's C extension - the socket is found by its peer
+address instead (the server's port, from /proc), so it is still protected.
+
+Each finder answers one of three things, and the difference matters in a child: the socket's fd;
+``None``, the connection has no socket (it is closed, nothing to silence); or it raises, we
+cannot tell (fall back to the generic discovery, and never let the object be closed).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
+
+from . import _procfs
 
 log = logging.getLogger("forkguard")
 
 FdFinder = Callable[[Any], Optional[int]]
+
+# The one table of default server ports, by SQLAlchemy backend name / Django vendor.
+DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
 
 
 @dataclass(frozen=True)
@@ -33,34 +42,46 @@ class Driver:
     detach: Optional[Callable[[Any], None]] = None
 
 
-def _call_fileno(conn: Any) -> int | None:
-    fileno = getattr(conn, "fileno", None)
-    return fileno() if callable(fileno) else None
+def _socket_fileno(sock: Any) -> int | None:
+    if sock is None:
+        return None
+    fd = sock.fileno()
+    return fd if fd >= 0 else None  # a closed socket object answers -1
 
 
 def _pymysql_fd(conn: Any) -> int | None:
-    sock = getattr(conn, "_sock", None)
-    return sock.fileno() if sock is not None else None
+    return _socket_fileno(conn._sock)
+
+
+def _mysqlclient_fd(conn: Any) -> int | None:
+    return conn.fileno() if conn.open else None
+
+
+def _libpq_fd(conn: Any) -> int | None:
+    # psycopg2 and psycopg 3: fileno() raises on a closed connection.
+    return None if conn.closed else int(conn.fileno())
 
 
 def _mysql_connector_fd(conn: Any) -> int | None:
-    wrapper = getattr(conn, "_socket", None)
-    sock = getattr(wrapper, "sock", None)
-    return sock.fileno() if sock is not None else None
+    # The pure-Python connection; the C extension (CMySQLConnection) has no ``_socket`` and
+    # falls back to the generic discovery.
+    wrapper = conn._socket
+    return _socket_fileno(wrapper.sock) if wrapper is not None else None
 
 
 def _transport_fd(transport: Any) -> int | None:
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock.fileno() if sock is not None else None
+    if transport is None or transport.is_closing():
+        return None
+    return _socket_fileno(transport.get_extra_info("socket"))
 
 
 def _asyncpg_fd(conn: Any) -> int | None:
-    return _transport_fd(getattr(conn, "_transport", None))
+    return _transport_fd(conn._transport)
 
 
 def _aiomysql_fd(conn: Any) -> int | None:
-    writer = getattr(conn, "_writer", None)
-    return _transport_fd(getattr(writer, "transport", None))
+    writer = conn._writer
+    return _transport_fd(writer.transport) if writer is not None else None
 
 
 def _aiomysql_detach(conn: Any) -> None:
@@ -80,7 +101,7 @@ DRIVERS: dict[str, Driver] = {
     ),
     "MySQLdb": Driver(
         "mysqlclient",
-        _call_fileno,
+        _mysqlclient_fd,
         close_in_child="COM_QUIT (kills the parent's session)",
         gc_in_child="mysql_close() sends COM_QUIT (kills the parent's session)",
     ),
@@ -92,13 +113,13 @@ DRIVERS: dict[str, Driver] = {
     ),
     "psycopg2": Driver(
         "psycopg2",
-        _call_fileno,
+        _libpq_fd,
         close_in_child="Terminate message (kills the parent's session)",
         gc_in_child="pid-gated in libpq wrapper, no bytes",
     ),
     "psycopg": Driver(
         "psycopg 3",
-        _call_fileno,
+        _libpq_fd,
         close_in_child="Terminate message (kills the parent's session)",
         gc_in_child="pid-gated, no bytes",
     ),
@@ -147,52 +168,31 @@ def driver_name(conn: Any) -> str:
     return type(unwrap(conn)).__module__.split(".", 1)[0]
 
 
-def known_fd(conn: Any) -> int | None:
-    """The connection's socket fd through the driver's own accessor, if we know the driver."""
+class Unknown(Exception):
+    """We cannot tell where this connection keeps its socket (unknown driver or layout)."""
+
+
+def socket_fd(conn: Any) -> int | None:
+    """The socket fd through the driver's own accessor; None when the connection is closed.
+
+    Raises :class:`Unknown` for a driver we have no accessor for, or whose objects are not
+    laid out as we expect: the caller then falls back to :func:`newest_fd_to_port`.
+    """
     driver = driver_for(conn)
     if driver is None or driver.find_fd is None:
-        return None
+        raise Unknown(driver_name(conn))
     try:
         return driver.find_fd(unwrap(conn))
-    except (OSError, ValueError, AttributeError) as exc:
-        log.debug("forkguard: cannot read the fd of %r: %s", conn, exc)
-        return None
+    except Exception as exc:  # any surprise in a driver's layout means "we can't tell"
+        raise Unknown(f"{driver.name}: {type(exc).__name__}: {exc}") from exc
 
 
-# ---- the generic fallback: find a new socket by its peer port -------------------------------
-
-
-def _socket_inodes() -> dict[int, int]:
-    """fd -> socket inode for every socket this process has open (Linux /proc)."""
-    result: dict[int, int] = {}
+def known_fd(conn: Any) -> int | None:
+    """:func:`socket_fd`, with "closed" and "unknown" both as None (for reports)."""
     try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return result
-    for name in names:
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            result[int(name)] = int(target[8:-1])
-    return result
-
-
-def _established_tcp_inodes_to_port(port: int) -> set[int]:
-    inodes: set[int] = set()
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        try:
-            with open(table) as fh:
-                next(fh)
-                for line in fh:
-                    fields = line.split()
-                    remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                    if fields[3] == "01" and remote_port == port:
-                        inodes.add(int(fields[9]))
-        except (OSError, StopIteration, IndexError, ValueError):
-            continue
-    return inodes
+        return socket_fd(conn)
+    except Unknown:
+        return None
 
 
 def newest_fd_to_port(port: int, exclude_inodes: set[int]) -> int | None:
@@ -202,6 +202,7 @@ def newest_fd_to_port(port: int, exclude_inodes: set[int]) -> int | None:
     the server's port that no tracked connection owns, the one with the highest inode number
     (the kernel hands socket inodes out in increasing order) is the one just opened.
     """
-    wanted = _established_tcp_inodes_to_port(port) - exclude_inodes
-    candidates = [(inode, fd) for fd, inode in _socket_inodes().items() if inode in wanted]
+    wanted = _procfs.established_tcp_inodes_to_port(port) - exclude_inodes
+    sockets = _procfs.socket_inodes() or {}
+    candidates = [(inode, fd) for fd, inode in sockets.items() if inode in wanted]
     return max(candidates)[1] if candidates else None

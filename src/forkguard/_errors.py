@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any, TypeVar
+
+E = TypeVar("E", bound="InheritedConnectionError")
+
 
 class ForkguardError(Exception):
     """Base class for forkguard's own errors."""
@@ -31,3 +36,14 @@ class InheritedConnectionError(ForkguardError):
         self.parent_pid = parent_pid
         self.url = url
         self.opened_at = opened_at
+
+    @classmethod
+    def for_connection(cls: type[E], state: Any) -> E:
+        """The error for a use of ``state``'s connection (a ``TrackedConnection``) here."""
+        message = (
+            f"forkguard: pid {os.getpid()} tried to use a database connection it inherited "
+            f"through fork(): {state.describe()}. Its socket belongs to pid {state.owner_pid}; "
+            "forkguard has cut this process off from it. Open connections after the fork "
+            "(not at import time), or run `forkguard doctor` to find where."
+        ) + state.stack_text()
+        return cls(message, parent_pid=state.owner_pid, url=state.url, opened_at=state.opened_at)

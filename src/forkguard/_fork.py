@@ -5,14 +5,16 @@ A fork reaches us in one of three ways, and forkguard listens to all of them:
 * ``os.register_at_fork`` runs our hook in the child of ``os.fork()`` (multiprocessing,
   gunicorn, Celery/billiard) before any user code;
 * uWSGI forks from C and skips those hooks unless told otherwise, so under uWSGI we put a
-  hook at the *front* of ``uwsgidecorators``' post-fork chain (keeping every hook already there);
+  hook at the *front* of its post-fork chain (keeping every hook already there);
 * anything else that forks from C (``ctypes`` libc ``fork()``, C extensions) is caught at every
   pool checkout and at the start of every garbage collection. That check must be nearly free:
   ``getpid()`` is a real syscall (glibc no longer caches it; Rails found it topping their
   profiles), so on Linux we read one byte of a page mapped with ``MADV_WIPEONFORK`` instead —
   the kernel hands every child, however it was forked, a zeroed copy of that page.
 
-Whichever sees the fork first runs the child handlers exactly once per process.
+Whichever sees the fork first runs the after-fork pipeline (:mod:`._pipeline`) exactly once per
+process. A fork that happened while forkguard was not installed yet is remembered, so that an
+``install()`` in the child can still handle it (:func:`pending_fork`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from typing import Any, Callable
 
 log = logging.getLogger("forkguard")
 
-ChildHandler = Callable[[int], None]
+Pipeline = Callable[[int], None]
 
 # The pid whose fork handling is done; a different os.getpid() means we are in a new child.
 _handled_pid = os.getpid()
 _parent_pid = os.getppid()
-_handlers: list[ChildHandler] = []
+# The child of a fork that happened while forkguard was not active: nothing has handled it.
+_unguarded_fork = False
+_pipeline: Pipeline | None = None
 _active = False
 _at_fork_registered = False
 _gc_callback_registered = False
@@ -49,7 +53,7 @@ def _make_fork_marker() -> mmap.mmap | None:
         page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         page.madvise(getattr(mmap, "MADV_WIPEONFORK", _MADV_WIPEONFORK))
     except (OSError, ValueError, AttributeError) as exc:
-        log.debug("forkguard: MADV_WIPEONFORK unavailable (%s); using getpid()", exc)
+        log.debug("MADV_WIPEONFORK unavailable (%s); using getpid()", exc)
         return None
     page[0] = 1
     return page
@@ -92,59 +96,80 @@ class ChildFlag:
         return bool(self.page[self.index])
 
 
-def handled_pid() -> int:
-    return _handled_pid
-
-
 def parent_pid() -> int:
     """The pid of the process this one was forked from (as of our last fork handling)."""
     return _parent_pid
 
 
-def add_child_handler(handler: ChildHandler, *, first: bool = False) -> None:
-    """Run ``handler(parent_pid)`` once in every child (``first``: before the others)."""
-    if handler not in _handlers:
-        _handlers.insert(0 if first else len(_handlers), handler)
+def set_pipeline(pipeline: Pipeline | None) -> None:
+    """The function that handles a fork in the child (``pipeline(parent_pid)``)."""
+    global _pipeline
+    _pipeline = pipeline
 
 
-def remove_child_handler(handler: ChildHandler) -> None:
-    if handler in _handlers:
-        _handlers.remove(handler)
+def _forked_unnoticed() -> bool:
+    if _marker is not None:
+        return not _marker[0]
+    return os.getpid() != _handled_pid
 
 
 def check() -> bool:
-    """Run the child handlers if this process forked since we last looked; True if it did.
+    """Handle a fork that no hook reported, if this process forked since we last looked.
 
     This is the fallback for forks that ran no hook: one byte read (or, without
     ``MADV_WIPEONFORK``, one ``getpid()``). The checkout listener reads a :class:`ChildFlag`
-    first and calls this only in a child not yet set up.
+    first and calls this only in a child not yet set up. True if this call handled a fork.
     """
-    if _marker is not None:
-        if _marker[0]:
-            return False
-    elif os.getpid() == _handled_pid:
+    if not _forked_unnoticed():
         return False
     after_fork_in_child()
     return True
 
 
+def pending_fork() -> int | None:
+    """The parent's pid if this process came out of a fork nothing has handled yet, else None.
+
+    Only a fork after forkguard was imported can be known this way: an ``install()`` in a
+    worker, with ``import forkguard`` in the module the master loaded, finds it here.
+    """
+    if _forked_unnoticed():
+        return _handled_pid
+    return _parent_pid if _unguarded_fork else None
+
+
 def after_fork_in_child() -> None:
-    """Run every child handler once for this process, whichever hook got here first."""
-    global _handled_pid, _parent_pid
+    """Run the pipeline once for this process, whichever hook got here first."""
+    global _handled_pid, _parent_pid, _unguarded_fork
     pid = os.getpid()
     if _marker is not None:
         _marker[0] = 1
     if pid == _handled_pid:
         return
-    # Set first: a handler that triggers another check must not re-enter.
+    # Set first: a step that triggers another check must not re-enter.
     _parent_pid, _handled_pid = _handled_pid, pid
-    if not _active:
+    _unguarded_fork = not _active
+    if _active:
+        _run_pipeline()
+
+
+def handle_late(parent: int) -> None:
+    """Run the pipeline now for a fork that happened before forkguard was active here."""
+    global _handled_pid, _parent_pid, _unguarded_fork
+    if _marker is not None:
+        _marker[0] = 1
+    _parent_pid, _handled_pid, _unguarded_fork = parent, os.getpid(), False
+    _run_pipeline()
+
+
+def _run_pipeline() -> None:
+    if _pipeline is None:
         return
-    for handler in list(_handlers):
-        try:
-            handler(_parent_pid)
-        except Exception:
-            log.exception("forkguard: a post-fork handler failed in pid %d", pid)
+    try:
+        _pipeline(_parent_pid)
+    except Exception:
+        from . import _report
+
+        _report.step_failed("after-fork handling")
 
 
 def _gc_callback(phase: str, info: dict[str, Any]) -> None:
@@ -167,7 +192,8 @@ def _install_uwsgi_hook() -> None:
     """Put our hook first in uWSGI's post-fork chain, keeping whatever hooks were there.
 
     Importing ``uwsgidecorators`` replaces ``uwsgi.post_fork_hook`` with its own chain runner,
-    so we import it here (once) and re-add any hook it replaced.
+    so where it exists we join its chain (and re-add any hook it replaced). A uWSGI serving a
+    virtualenv without it (a distro uWSGI) gets our hook chained in front of the one set.
     """
     global _uwsgi_hook_registered
     if _uwsgi_hook_registered:
@@ -176,26 +202,64 @@ def _install_uwsgi_hook() -> None:
         import uwsgi
     except ImportError:
         return
-    previous = getattr(uwsgi, "post_fork_hook", None)
-    import uwsgidecorators
+    try:
+        import uwsgidecorators
+    except ImportError:
+        _chain_uwsgi_hook(uwsgi)
+    else:
+        _join_uwsgidecorators_chain(uwsgi, uwsgidecorators)
+    _uwsgi_hook_registered = True
+    log.debug("uWSGI post-fork hook registered")
 
+
+def _join_uwsgidecorators_chain(uwsgi: Any, uwsgidecorators: Any) -> None:
+    previous = getattr(uwsgi, "post_fork_hook", None)
     chain = uwsgidecorators.postfork_chain
     if previous not in (None, uwsgidecorators.postfork_chain_hook) and previous not in chain:
         chain.append(previous)
     chain.insert(0, _run_in_child)
-    _uwsgi_hook_registered = True
-    log.debug("forkguard: uWSGI post-fork hook registered")
+
+
+def _chain_uwsgi_hook(uwsgi: Any) -> None:
+    previous = getattr(uwsgi, "post_fork_hook", None)
+
+    def post_fork_hook() -> None:
+        _run_in_child()
+        if previous is not None:
+            previous()
+
+    post_fork_hook.forkguard_previous = previous  # type: ignore[attr-defined]
+    uwsgi.post_fork_hook = post_fork_hook
 
 
 def _remove_uwsgi_hook() -> None:
     global _uwsgi_hook_registered
     if not _uwsgi_hook_registered:
         return
-    import uwsgidecorators
-
-    while _run_in_child in uwsgidecorators.postfork_chain:
-        uwsgidecorators.postfork_chain.remove(_run_in_child)
+    chain = getattr(sys.modules.get("uwsgidecorators"), "postfork_chain", None)
+    if chain is not None:
+        while _run_in_child in chain:
+            chain.remove(_run_in_child)
+    else:
+        uwsgi: Any = sys.modules["uwsgi"]
+        hook: Any = getattr(uwsgi, "post_fork_hook", None)
+        if hasattr(hook, "forkguard_previous"):
+            uwsgi.post_fork_hook = hook.forkguard_previous
     _uwsgi_hook_registered = False
+
+
+def _before_fork() -> None:
+    if _active and _before_fork_hook is not None:
+        _before_fork_hook()
+
+
+_before_fork_hook: Callable[[], None] | None = None
+
+
+def set_before_fork(hook: Callable[[], None] | None) -> None:
+    """Run ``hook()`` in the parent right before each ``os.fork()`` while active."""
+    global _before_fork_hook
+    _before_fork_hook = hook
 
 
 def activate() -> None:
@@ -205,7 +269,7 @@ def activate() -> None:
         _active = True
         if not _at_fork_registered:
             # at-fork hooks cannot be unregistered; deactivate() makes ours a no-op instead.
-            os.register_at_fork(after_in_child=_run_in_child)
+            os.register_at_fork(before=_before_fork, after_in_child=_run_in_child)
             _at_fork_registered = True
         if not _gc_callback_registered:
             gc.callbacks.append(_gc_callback)
@@ -222,7 +286,3 @@ def deactivate() -> None:
                 gc.callbacks.remove(_gc_callback)
             _gc_callback_registered = False
         _remove_uwsgi_hook()
-
-
-def is_active() -> bool:
-    return _active

@@ -66,11 +66,11 @@ def _before_fork() -> None:
     gc.collect()
     gc.freeze()
     _stats.counters.gc_freezes += 1
-    log.debug("forkguard: pid %d froze %d objects before fork", os.getpid(), gc.get_freeze_count())
+    log.debug("pid %d froze %d objects before fork", os.getpid(), gc.get_freeze_count())
 
 
-def _in_child(parent_pid: int) -> None:
-    # The counters were reset for this child before this handler runs.
+def after_fork(parent_pid: int) -> None:
+    """The last step of the child pipeline (the counters were reset for this child)."""
     if _enabled and _fork.under_uwsgi() and gc.get_freeze_count() == 0:
         # No pre-fork hook in a uWSGI master: freeze here, before this worker's first request.
         gc.freeze()
@@ -84,14 +84,8 @@ def enable() -> None:
     if not _registered:
         os.register_at_fork(before=_before_fork)
         _registered = True
-    _fork.add_child_handler(_in_child)
 
 
 def disable() -> None:
     global _enabled
     _enabled = False
-    _fork.remove_child_handler(_in_child)
-
-
-def is_enabled() -> bool:
-    return _enabled

@@ -5,6 +5,12 @@ process that forks (a ``multiprocessing.Pool`` with the fork start method, a scr
 pre-forks workers): each process gets its own connection on first use, and the parent's is
 tracked, so a child that inherits it can neither use it nor, by closing or freeing it, end the
 parent's session.
+
+One connection per process *and thread*: DB-API drivers (PyMySQL, mysqlclient, psycopg's
+``threadsafety`` of 1 or 2 at most for sharing a connection's cursors) do not let threads share
+a connection safely, so each thread opens its own, as SQLAlchemy's ``SingletonThreadPool``
+does. No lock is held while the user's connect function runs: a fork while another thread is
+inside it cannot leave the child waiting on a lock that thread held.
 """
 
 from __future__ import annotations
@@ -13,17 +19,17 @@ import os
 import threading
 from typing import Any, Callable, Generic, Optional, TypeVar
 
-from . import _fork, _origin, _registry
+from . import _api, _fork, _origin, _registry
 
 T = TypeVar("T")
 
 
 class Guarded(Generic[T]):
-    """A lazily opened DB-API connection that is never shared across ``fork()``.
+    """A lazily opened DB-API connection per process and thread, never shared across ``fork()``.
 
     ``db = forkguard.Guarded(lambda: pymysql.connect(...))``; then ``db()`` (or ``db.get()``)
-    returns this process's connection, and attribute access is forwarded to it, so
-    ``db.cursor()`` works too.
+    returns this thread's connection in this process, and attribute access is forwarded to it,
+    so ``db.cursor()`` works too.
     """
 
     def __init__(self, connect: Callable[[], T], *, port: Optional[int] = None) -> None:
@@ -33,34 +39,39 @@ class Guarded(Generic[T]):
             )
         self._connect = connect
         self._port = port
-        self._conn: Optional[T] = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _mine(self) -> Optional[T]:
+        conn: Optional[T] = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", 0) == os.getpid():
+            return conn
+        return None
 
     def get(self) -> T:
-        """This process's connection, opened on first use (and again after a fork)."""
-        conn, pid = self._conn, os.getpid()
-        if conn is not None and self._pid == pid:
+        """This thread's connection in this process, opened on first use (and after a fork)."""
+        conn = self._mine()
+        if conn is not None:
             return conn
-        with self._lock:
-            if self._conn is None or self._pid != pid:
-                _registry.activate()
-                _fork.check()  # silences the inherited one (it is tracked) before we let go
-                new = self._connect()
-                _registry.track(new, port=self._port, opened_at=_origin.opening_site(2))
-                self._conn, self._pid = new, pid
-            return self._conn
+        # The inherited one (tracked) is silenced by the fork handling before we let go of it.
+        _api.start("forkguard.Guarded", None)
+        _fork.check()
+        conn = self._connect()
+        _registry.track(conn, port=self._port, opened_at=_origin.opening_site(2))
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
 
     __call__ = get
 
     def close(self) -> None:
-        """Close this process's connection; a connection inherited from a parent is only
-        dropped (it is the parent's to close)."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                _registry.forget(conn)
-                conn.close()  # type: ignore[attr-defined]
+        """Close this thread's connection; one inherited from a parent is only dropped (it is
+        the parent's to close)."""
+        conn = self._mine()
+        inherited = getattr(self._local, "conn", None) if conn is None else None
+        self._local.conn = None
+        if conn is not None:
+            _registry.forget(conn)
+            conn.close()  # type: ignore[attr-defined]
+        del inherited  # the fork handling silenced it; dropping it sends nothing
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -68,5 +79,5 @@ class Guarded(Generic[T]):
         return getattr(self.get(), name)
 
     def __repr__(self) -> str:
-        state = "open" if self._conn is not None and self._pid == os.getpid() else "not open"
+        state = "open" if self._mine() is not None else "not open"
         return f"<forkguard.Guarded {state} in pid {os.getpid()}>"

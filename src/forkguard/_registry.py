@@ -7,17 +7,24 @@ callback, so the registry never keeps a connection alive in the process that own
 That callback is also the last line of defence in a child: if an inherited connection is freed
 before the fork was noticed (mysqlclient's dealloc sends COM_QUIT), the callback runs first and
 points the fd at /dev/null.
+
+Who owns a connection is decided when forkguard first sees it. Opened under forkguard (a
+connect event) it is this process's. Found already open - ``install()`` ran after the engines
+existed, perhaps in a worker after the fork - it is this process's unless it was inherited:
+its socket is still open in the parent process, or, where /proc cannot say, it existed before
+a fork this process came out of that forkguard has not handled yet.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _drivers, _fork, _stats
+from . import _drivers, _fork, _procfs, _report, _stats
 from ._neutralize import FdIdentity, keep_alive, neutralize_fd
 
 log = logging.getLogger("forkguard")
@@ -25,7 +32,7 @@ log = logging.getLogger("forkguard")
 
 @dataclass(eq=False)
 class TrackedConnection:
-    """One DB-API connection, as it was when it was opened."""
+    """One DB-API connection, as it was when forkguard first saw it."""
 
     key: int
     owner_pid: int
@@ -73,6 +80,47 @@ def _collected(key: int, state: TrackedConnection) -> None:
         _neutralize_one(state, None)
 
 
+def _find_fds(conn: Any, port: int | None) -> tuple[tuple[FdIdentity, ...], bool]:
+    """The connection's socket(s), and whether we know them (False: keep the object alive)."""
+    try:
+        fd = _drivers.socket_fd(conn)
+    except _drivers.Unknown as exc:
+        log.debug("no socket accessor for %r (%s); looking for it by port", conn, exc)
+        fd = None
+        if port is not None:
+            claimed = {i.inode for s in _tracked.values() for i in s.fds}
+            fd = _drivers.newest_fd_to_port(port, claimed)
+        identity = FdIdentity.of(fd) if fd is not None else None
+        return ((identity,), True) if identity is not None else ((), False)
+    identity = FdIdentity.of(fd) if fd is not None else None
+    return ((identity,) if identity is not None else ()), True
+
+
+_parent_sockets: tuple[int, int, float, set[int] | None] = (0, 0, 0.0, None)
+
+
+def _sockets_of_parent() -> set[int] | None:
+    """Socket inodes the parent process holds (cached for a second: adoption asks per record)."""
+    global _parent_sockets
+    pid, ppid, now = os.getpid(), os.getppid(), time.monotonic()
+    cached_pid, cached_ppid, when, inodes = _parent_sockets
+    if (cached_pid, cached_ppid) != (pid, ppid) or now - when > 1.0:
+        held = _procfs.socket_inodes(ppid) if ppid > 1 else None
+        inodes = set(held.values()) if held is not None else None
+        _parent_sockets = (pid, ppid, now, inodes)
+    return inodes
+
+
+def owner_of_found(fds: tuple[FdIdentity, ...]) -> int:
+    """The pid that owns a connection found already open (see the module docstring)."""
+    parent_sockets = _sockets_of_parent() if fds else None
+    if parent_sockets is not None:
+        shared = any(identity.inode in parent_sockets for identity in fds)
+        return os.getppid() if shared else os.getpid()
+    pending = _fork.pending_fork()
+    return pending if pending is not None else os.getpid()
+
+
 def track(
     conn: Any,
     *,
@@ -81,35 +129,42 @@ def track(
     record: Any = None,
     opened_at: str | None = None,
     stack: list[str] | None = None,
+    found: bool = False,
+    owner_pid: int | None = None,
 ) -> TrackedConnection:
-    """Start guarding ``conn``, owned by this process; idempotent."""
+    """Start guarding ``conn``; idempotent.
+
+    ``found``: the connection was already open when forkguard saw it, so it may be inherited
+    (:func:`owner_of_found`); otherwise it was just opened by this process, unless
+    ``owner_pid`` says whose it is.
+    """
     key = id(conn)
     existing = _tracked.get(key)
     if existing is not None and existing.connection() is conn:
         return existing
     driver = _drivers.driver_for(conn)
-    fd = _drivers.known_fd(conn)
-    fds: list[FdIdentity] = []
-    if fd is not None:
-        identity = FdIdentity.of(fd)
-        if identity is not None:
-            fds.append(identity)
-    elif driver is None and port is not None:
-        claimed = {i.inode for s in _tracked.values() for i in s.fds}
-        found = _drivers.newest_fd_to_port(port, claimed)
-        identity = FdIdentity.of(found) if found is not None else None
-        if identity is not None:
-            fds.append(identity)
+    fds, known = _find_fds(conn, port)
+    if owner_pid is None:
+        owner_pid = owner_of_found(fds) if found else os.getpid()
     state = TrackedConnection(
         key=key,
-        owner_pid=os.getpid(),
+        owner_pid=owner_pid,
         driver=_drivers.driver_name(conn),
-        fds=tuple(fds),
-        keep_alive=driver.keep_alive if driver is not None else not fds,
+        fds=fds,
+        keep_alive=(driver is not None and driver.keep_alive) or not known,
         url=url,
         opened_at=opened_at,
         stack=stack,
     )
+    _watch(state, conn, record)
+    _tracked[key] = state
+    if owner_pid == os.getpid():
+        _stats.counters.connections_opened += 1
+    return state
+
+
+def _watch(state: TrackedConnection, conn: Any, record: Any) -> None:
+    key = state.key
 
     def on_collected(_ref: weakref.ref[Any]) -> None:
         _collected(key, state)
@@ -127,11 +182,6 @@ def track(
         state.record_ref = weakref.ref(
             record, None if state.conn_ref is not None else on_record_gone
         )
-    if not fds and not state.keep_alive:
-        log.debug("forkguard: no socket found for %s", state.describe())
-    _tracked[key] = state
-    _stats.counters.connections_opened += 1
-    return state
 
 
 def _forget(key: int, state: TrackedConnection) -> None:
@@ -160,23 +210,65 @@ def inherited() -> list[TrackedConnection]:
     return [s for s in list(_tracked.values()) if s.owner_pid != pid]
 
 
+def _current_fds(state: TrackedConnection, conn: Any) -> tuple[FdIdentity, ...] | None:
+    """The socket to silence, read again now: a connection that reconnected before the fork
+    (PyMySQL ``ping(reconnect=True)``, psycopg ``reset()``) has a new one. None: it is closed."""
+    if conn is not None:
+        try:
+            fd = _drivers.socket_fd(conn)
+        except _drivers.Unknown:
+            return state.fds  # found by port when it was opened: that is all we know
+        if fd is None:
+            return None
+        identity = FdIdentity.of(fd)
+        if identity is not None:
+            return (identity,)
+    return state.fds
+
+
+def _silence(state: TrackedConnection, conn: Any) -> bool:
+    """Point the connection's socket at /dev/null; False (reported) if we could not."""
+    fds = _current_fds(state, conn)
+    if fds is None:
+        return True  # closed: no socket left to reach the server through
+    if not fds:
+        driver = _drivers.driver_for(conn) if conn is not None else None
+        if driver is not None and driver.find_fd is None and driver.keep_alive:
+            return True  # sqlite3: no socket by design, kept alive instead
+        _report.neutralize_failed(f"{state.describe()}: no socket found for it")
+        return False
+    try:
+        done = [neutralize_fd(identity) for identity in fds]
+    except OSError as exc:
+        _report.neutralize_failed(f"{state.describe()}: dup2 failed: {exc}")
+        return False
+    if not any(done):
+        _report.neutralize_failed(
+            f"{state.describe()}: fd {fds[0].fd} no longer holds the socket it was opened on"
+        )
+        return False
+    return True
+
+
 def _neutralize_one(state: TrackedConnection, conn: Any) -> None:
     state.neutralized = True
-    for identity in state.fds:
-        try:
-            if not neutralize_fd(identity):
-                log.debug("forkguard: fd %d no longer holds %s", identity.fd, state.describe())
-        except OSError:
-            log.exception("forkguard: could not neutralize fd %d", identity.fd)
-    if state.keep_alive and conn is not None:
-        keep_alive(conn)
+    silenced = _silence(state, conn)
+    if conn is not None and (state.keep_alive or not silenced):
+        keep_alive(conn)  # never let the child close or free what may still reach the server
     driver = _drivers.driver_for(conn) if conn is not None else None
     if driver is not None and driver.detach is not None:
         try:
             driver.detach(_drivers.unwrap(conn))
         except Exception:
-            log.debug("forkguard: could not detach %s", state.describe(), exc_info=True)
-    _stats.counters.connections_neutralized += 1
+            _report.step_failed(f"detaching {state.describe()}")
+    if silenced:
+        _stats.counters.connections_neutralized += 1
+
+
+def neutralize(state: TrackedConnection) -> None:
+    """Silence one inherited connection now, if it is not already."""
+    if not state.neutralized and state.owner_pid != os.getpid():
+        _neutralize_one(state, state.connection())
 
 
 def neutralize_inherited() -> list[TrackedConnection]:
@@ -190,10 +282,6 @@ def neutralize_inherited() -> list[TrackedConnection]:
     return done
 
 
-def tracked_count() -> int:
-    return len(_tracked)
-
-
 def clear() -> None:
     _tracked.clear()
 
@@ -201,21 +289,3 @@ def clear() -> None:
 def all_tracked() -> list[TrackedConnection]:
     """Every connection currently tracked, in this process or inherited (for reports)."""
     return list(_tracked.values())
-
-
-def _after_fork(parent_pid: int) -> None:
-    _stats.reset_for_child()
-    _stats.counters.forks_seen += 1
-    neutralize_inherited()
-
-
-def activate() -> None:
-    """Watch for forks; in every child, silence inherited sockets before anything else runs."""
-    _fork.add_child_handler(_after_fork, first=True)
-    _fork.activate()
-
-
-def deactivate() -> None:
-    _fork.remove_child_handler(_after_fork)
-    _fork.deactivate()
-    clear()

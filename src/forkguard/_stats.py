@@ -9,10 +9,17 @@ from dataclasses import asdict, dataclass, fields
 class Stats:
     forks_seen: int = 0
     connections_opened: int = 0
+    # Inherited connections whose socket now points at /dev/null (successes only).
     connections_neutralized: int = 0
+    # Inherited connections forkguard could not silence (see the ERROR it logged).
+    neutralize_failed: int = 0
+    # Steps of forkguard's own fork handling that raised (see the ERROR it logged).
+    fork_handling_errors: int = 0
     pools_replaced: int = 0
     sessions_reset: int = 0
     strict_violations: int = 0
+    # install() calls that found they ran in a child after the fork (see the WARNING).
+    late_installs: int = 0
     # gc.freeze() calls made by this process: one per fork it performed (uWSGI worker: its own).
     gc_freezes: int = 0
 

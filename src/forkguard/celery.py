@@ -2,14 +2,14 @@
 
 Celery's prefork pool (billiard) forks with ``os.fork()``, so forkguard's at-fork hook runs in
 every pool process before any task: inherited connections are silenced at the socket level,
-SQLAlchemy engines get fresh pools, and with ``"forkguard.django"`` installed (or Django
-imported before ``forkguard.install()``), Django's connections are dropped without IO. No
-``worker_process_init`` handler is needed, and Celery's own Django fixup (which ``os.close()``\\ s
-inherited fds) then finds nothing left to close.
+SQLAlchemy engines get fresh pools, and Django's connections are dropped without IO. No
+``worker_process_init`` handler is needed (one that calls ``forkguard.install()`` works too,
+later than needed: forkguard then logs a WARNING asking to move it), and Celery's own Django
+fixup (which ``os.close()``\\ s inherited fds) then finds nothing left to close.
 
 :func:`install` is the same thing spelled for Celery users, plus one belt-and-braces check: a
 pool process runs forkguard's fork handling on ``worker_process_init`` if no fork hook ran yet
-(a pool that forks from C). It costs one ``getpid()`` per pool process start.
+(a pool that forks from C). It costs one byte read per pool process start.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _fork
-from . import install as _install_forkguard
+from ._api import install as _install_forkguard
 
 __all__ = ["install"]
 
@@ -28,10 +28,16 @@ def _on_worker_process_init(**kwargs: Any) -> None:
     _fork.check()
 
 
-def install(*, mode: str | None = None, trace: bool | None = None) -> None:
+def install(
+    *,
+    mode: str | None = None,
+    trace: bool | None = None,
+    freeze_gc: bool | None = None,
+    resilient: bool | None = None,
+) -> None:
     """``forkguard.install()`` for a Celery worker (idempotent); call it where the app is made."""
     global _connected
-    _install_forkguard(mode=mode, trace=trace)
+    _install_forkguard(mode=mode, trace=trace, freeze_gc=freeze_gc, resilient=resilient)
     if not _connected:
         from celery.signals import worker_process_init
 

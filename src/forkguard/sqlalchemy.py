@@ -4,25 +4,27 @@ Everything here goes through SQLAlchemy's own hooks: pool events (which, unlike 
 connection events, keep ``execute()`` on SQLAlchemy's fast path), two session events
 (``after_begin`` to know which sessions hold connections, ``do_orm_execute`` to notice a fork
 that ran no hook) and, on SQLAlchemy 2, the dialect-level ``handle_error``. Per fork, in the
-child:
+child, once the core has silenced every inherited socket:
 
-1. every inherited DB-API connection is silenced at the socket level (``_registry``);
-2. wherever a pool record or a checked-out connection still holds one, it is swapped for an
-   :class:`~forkguard._neutralize.InheritedConnection` stand-in, so SQLAlchemy's own reset,
-   rollback and close calls never reach the driver;
-3. in ``repair``/``warn`` mode, sessions that were inside a transaction (and so hold an
+1. wherever a pool record or a checked-out connection still holds an inherited connection, it
+   is swapped for an :class:`~forkguard._neutralize.InheritedConnection` stand-in, so
+   SQLAlchemy's own reset, rollback and close calls never reach the driver;
+2. in ``repair``/``warn`` mode, sessions that were inside a transaction (and so hold an
    inherited connection) are invalidated, and every engine gets a fresh pool
    (``engine.dispose(close=False)``), so the next use opens the child's own connection;
    in ``strict`` mode, the first use of an inherited connection raises
    :class:`~forkguard.InheritedConnectionError` instead.
+
+Which engine owns a pool: pool events name neither. forkguard learns it from the engines it
+finds at install, from ``protect()``, from sessions (``after_begin`` names the connection) and,
+for a pool it has not seen, once, by asking the garbage collector which engine holds that pool
+(:mod:`forkguard._heap`; read-only, no frame is inspected).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
-import sys
 import weakref
 from typing import Any, Callable
 
@@ -30,17 +32,25 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
-from . import _fork, _origin, _registry, _stats
+try:
+    from sqlalchemy.pool import ConnectionPoolEntry as _PoolRecord
+except ImportError:  # SQLAlchemy 1.4 has no public name for a pool's connection record
+    from sqlalchemy.pool.base import _ConnectionRecord as _PoolRecord  # type: ignore[assignment]
+
+from . import _fork, _heap, _integration, _origin, _registry, _stats
 from ._config import settings
+from ._drivers import DEFAULT_PORTS
 from ._errors import InheritedConnectionError
 from ._neutralize import InheritedConnection
+
+__all__ = ["install", "protect", "uninstall"]
 
 log = logging.getLogger("forkguard")
 
 _SA_2 = int(sqlalchemy.__version__.split(".", 1)[0]) >= 2
-_DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
 
 
 class InheritedConnectionDisconnect(InheritedConnectionError, sa_exc.DisconnectionError):
@@ -49,48 +59,86 @@ class InheritedConnectionDisconnect(InheritedConnectionError, sa_exc.Disconnecti
 
 
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
-_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+_engine_of_pool: weakref.WeakKeyDictionary[Pool, weakref.ref[Engine]] = weakref.WeakKeyDictionary()
+# Sessions that began a transaction, and the engines of the connections they began it on.
+_sessions: weakref.WeakKeyDictionary[Session, weakref.WeakSet[Engine]] = weakref.WeakKeyDictionary()
 _installed = False
 _listeners: list[tuple[Any, str, Callable[..., Any]]] = []
 
 
-# ---- what an engine looks like to the outside ------------------------------------------------
+# ---- SQLAlchemy internals we cannot avoid (tests/test_sqlalchemy_internals.py pins them) ------
+
+
+def _pool_of(record: Any) -> Pool | None:
+    """The pool a connection record belongs to.
+
+    Pool events hand listeners the record but not its pool, and ``ConnectionPoolEntry`` has no
+    public way to reach it; ``_ConnectionRecord`` keeps it in a name-mangled attribute.
+    """
+    pool = getattr(record, "_ConnectionRecord__pool", None)
+    return pool if isinstance(pool, Pool) else None
+
+
+def _turn_on_pre_ping(pool: Pool) -> None:
+    """``resilient=True`` on an engine created without ``pool_pre_ping``.
+
+    SQLAlchemy takes pre-ping only as a ``create_engine()`` argument; the pool keeps it in
+    ``_pre_ping``, which ``Pool.recreate()`` copies, so fresh pools after a fork keep it.
+    """
+    pool._pre_ping = True
+
+
+# ---- engines and pools ------------------------------------------------------------------------
 
 
 def safe_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _engine_on_stack(max_depth: int = 40) -> Engine | None:
-    """The Engine whose ``raw_connection()`` (or Connection) is opening this connection.
-
-    Pool events name the pool, not the engine; the engine is always a few frames up.
-    """
-    frame = sys._getframe(2)
-    depth = 0
-    while frame is not None and depth < max_depth:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, Engine):
-            return owner
-        engine = getattr(owner, "engine", None) if owner is not None else None
-        if isinstance(engine, Engine) and type(owner).__module__.startswith("sqlalchemy."):
-            return engine
-        frame = frame.f_back  # type: ignore[assignment]
-        depth += 1
-    return None
-
-
 def _register_engine(engine: Engine) -> None:
     _engines.add(engine)
-    if settings.resilient and not engine.pool._pre_ping:
-        # Pool.recreate() copies the flag, so fresh pools after a fork keep it.
-        engine.pool._pre_ping = True
+    _engine_of_pool[engine.pool] = weakref.ref(engine)
+    if settings.resilient:
+        _turn_on_pre_ping(engine.pool)
+
+
+class _NoEngine:
+    """Remembered for a pool no engine holds (a pool used on its own): search it only once."""
+
+
+_NO_ENGINE: Any = _NoEngine()
+
+
+def _engine_for(pool: Pool | None) -> Engine | None:
+    """The engine that owns ``pool``: known already, or found once by asking the collector."""
+    if pool is None:
+        return None
+    ref = _engine_of_pool.get(pool)
+    if ref is None:
+        holders = _heap.holders_of(pool, Engine)
+        for engine in holders:
+            _register_engine(engine)
+        if not holders:
+            _engine_of_pool[pool] = weakref.ref(_NO_ENGINE)
+        return holders[0] if holders else None
+    found = ref()
+    return found if isinstance(found, Engine) else None
 
 
 def _port_of(engine: Engine | None) -> int | None:
     if engine is None:
         return None
-    return engine.url.port or _DEFAULT_PORTS.get(engine.url.get_backend_name())
+    return engine.url.port or DEFAULT_PORTS.get(engine.url.get_backend_name())
+
+
+def _track_record(record: Any, engine: Engine | None, **extra: Any) -> None:
+    _registry.track(
+        record.dbapi_connection,
+        url=safe_url(engine) if engine is not None else None,
+        port=_port_of(engine),
+        record=record,
+        **extra,
+    )
 
 
 # ---- pool events -------------------------------------------------------------------------------
@@ -98,14 +146,9 @@ def _port_of(engine: Engine | None) -> int | None:
 
 def _on_connect(dbapi_connection: Any, record: Any) -> None:
     _fork.check()
-    engine = _engine_on_stack()
-    if engine is not None:
-        _register_engine(engine)
-    _registry.track(
-        dbapi_connection,
-        url=safe_url(engine) if engine is not None else None,
-        port=_port_of(engine),
-        record=record,
+    _track_record(
+        record,
+        _engine_for(_pool_of(record)),
         opened_at=_origin.opening_site(2),
         stack=_origin.opening_stack(2) if settings.trace else None,
     )
@@ -165,7 +208,7 @@ def _mark_checkout_clear() -> None:
         return
     # A fork not handled yet is handled first: after_fork_in_child decides _stand_ins_to_refuse.
     _fork.check()
-    if not _stand_ins_to_refuse:
+    if not _stand_ins_to_refuse and _fork.pending_fork() is None:
         _checkout_clear.set()
 
 
@@ -201,8 +244,15 @@ _POOL_EVENTS: tuple[tuple[str, Callable[..., Any]], ...] = (
 )
 
 
-def _track_session(session: Any, transaction: Any, connection: Any) -> None:
-    _sessions.add(session)
+def _track_session(session: Session, transaction: Any, connection: Any) -> None:
+    engine = getattr(connection, "engine", None)
+    engines = _sessions.get(session)
+    if engines is None:
+        engines = _sessions[session] = weakref.WeakSet()
+    if isinstance(engine, Engine):
+        engines.add(engine)
+        if engine not in _engines and _pool_guarded(engine):
+            _register_engine(engine)
 
 
 def _on_orm_execute(orm_execute_state: Any) -> None:
@@ -217,16 +267,10 @@ def _on_orm_execute(orm_execute_state: Any) -> None:
 def _error_for(state: _registry.TrackedConnection) -> Callable[[], Exception]:
     def make() -> Exception:
         strict = settings.mode == "strict"
-        message = (
-            f"forkguard: pid {os.getpid()} tried to use a database connection it inherited "
-            f"through fork(): {state.describe()}. Its socket belongs to pid {state.owner_pid}; "
-            "forkguard has cut this process off from it. Open connections after the fork "
-            "(not at import time), or run `forkguard doctor` to find where."
-        ) + state.stack_text()
         if strict:
             _stats.counters.strict_violations += 1
         cls = InheritedConnectionError if strict else InheritedConnectionDisconnect
-        return cls(message, parent_pid=state.owner_pid, url=state.url, opened_at=state.opened_at)
+        return cls.for_connection(state)
 
     return make
 
@@ -250,34 +294,45 @@ def _swap_in_stand_in(state: _registry.TrackedConnection, conn: Any) -> None:
         record.invalidate(soft=True)
 
 
-def _reset_sessions() -> int:
+def _guarded_engines() -> list[Engine]:
+    return [engine for engine in list(_engines) if _pool_guarded(engine)]
+
+
+def _reset_sessions(guarded: list[Engine]) -> int:
     # A session inside a transaction right after a fork can only hold an inherited connection:
     # any new checkout would have run our checkout hook first.
     count = 0
-    for session in list(_sessions):
+    for session, engines in list(_sessions.items()):
+        if not _installed and not any(engine in engines for engine in guarded):
+            continue  # protect(): only sessions on the protected engines
         try:
             if session.in_transaction():
                 session.invalidate()
                 count += 1
         except Exception:
-            log.exception("forkguard: could not reset session %r after fork", session)
+            from . import _report
+
+            _report.step_failed(f"resetting session {session!r}")
     return count
 
 
-def _replace_pools() -> int:
+def _replace_pools(guarded: list[Engine]) -> int:
     count = 0
-    for engine in list(_engines):
+    for engine in guarded:
         try:
             engine.dispose(close=False)
+            _register_engine(engine)  # the fresh pool is this engine's
             count += 1
         except Exception:
-            log.exception("forkguard: could not give %s a fresh pool", safe_url(engine))
+            from . import _report
+
+            _report.step_failed(f"giving {safe_url(engine)} a fresh pool")
     return count
 
 
 def after_fork_in_child(parent_pid: int) -> None:
     global _stand_ins_to_refuse
-    inherited = _registry.inherited()
+    inherited = [s for s in _registry.inherited() if s.record_ref is not None]
     for state in inherited:
         conn = state.connection()
         if conn is not None:
@@ -288,21 +343,28 @@ def after_fork_in_child(parent_pid: int) -> None:
     if settings.mode == "strict":
         if inherited:
             log.info(
-                "forkguard: pid %d inherited %d connection(s) from pid %d; strict mode will "
+                "pid %d inherited %d SQLAlchemy connection(s) from pid %d; strict mode will "
                 "refuse their use",
                 os.getpid(),
                 len(inherited),
                 parent_pid,
             )
         return
-    sessions = _reset_sessions()
-    pools = _replace_pools()
+    guarded = _guarded_engines()
+    sessions = _reset_sessions(guarded)
+    pools = _replace_pools(guarded)
     _stats.counters.sessions_reset += sessions
     _stats.counters.pools_replaced += pools
+    _log_repair(inherited, parent_pid, pools, sessions)
+
+
+def _log_repair(
+    inherited: list[_registry.TrackedConnection], parent_pid: int, pools: int, sessions: int
+) -> None:
     if settings.mode == "warn":
         for state in inherited:
             log.warning(
-                "forkguard: pid %d inherited a %s; neutralized it and opened a fresh pool.%s",
+                "pid %d inherited a %s; forkguard neutralized it and opened a fresh pool.%s",
                 os.getpid(),
                 state.describe(),
                 state.stack_text(),
@@ -310,7 +372,7 @@ def after_fork_in_child(parent_pid: int) -> None:
     level = logging.INFO if inherited or sessions else logging.DEBUG
     log.log(
         level,
-        "forkguard: pid %d forked from %d: neutralized %d inherited connection(s), "
+        "pid %d forked from %d: neutralized %d inherited connection(s), "
         "gave %d engine(s) a fresh pool, reset %d session(s)",
         os.getpid(),
         parent_pid,
@@ -324,57 +386,91 @@ def after_fork_in_child(parent_pid: int) -> None:
 
 
 def _listen(target: Any, name: str, fn: Callable[..., Any]) -> None:
-    event.listen(target, name, fn)
-    _listeners.append((target, name, fn))
+    if not event.contains(target, name, fn):
+        event.listen(target, name, fn)
+        _listeners.append((target, name, fn))
 
 
-def _track_record(record: Any, engine: Engine | None) -> None:
-    _registry.track(
-        record.dbapi_connection,
-        url=safe_url(engine) if engine is not None else None,
-        port=_port_of(engine),
-        record=record,
-    )
-
-
-def _adopt(engines: list[Engine]) -> None:
-    """Track engines, and the connections they hold, that existed before forkguard did."""
-    from sqlalchemy.pool.base import _ConnectionRecord
-
-    by_pool = {id(engine.pool): engine for engine in engines}
+def _adopt_engines(engines: list[Engine]) -> None:
+    """Track engines, and the connections their pools hold, that existed before forkguard."""
     for engine in engines:
         _register_engine(engine)
-    for obj in gc.get_objects():
-        if issubclass(type(obj), _ConnectionRecord) and obj.dbapi_connection is not None:
-            owner = by_pool.get(id(getattr(obj, "_ConnectionRecord__pool", None)))
-            if owner is not None:
-                _track_record(obj, owner)
+    for record in _heap.instances_of(_PoolRecord):
+        if getattr(record, "dbapi_connection", None) is None:
+            continue
+        if _registry.lookup(record.dbapi_connection) is not None:
+            continue
+        owner = _engine_for(_pool_of(record))
+        if owner is not None and owner in engines:
+            _track_record(record, owner, found=True)
 
 
-def install() -> None:
+def _adopt_sessions(engines: list[Engine]) -> None:
+    """Sessions already inside a transaction (Flask-SQLAlchemy 2 style, at import)."""
+    for session in _heap.instances_of(Session):
+        try:
+            if not session.in_transaction():
+                continue
+            bind = session.get_bind()
+        except Exception:
+            continue  # a session with no bind, or one bound per mapper: nothing we can tell
+        if isinstance(bind, Engine) and bind in engines:
+            _track_session(session, None, _BoundTo(bind))
+
+
+class _BoundTo:
+    """What ``after_begin`` passes as ``connection``, for a session found already begun."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+
+def _install() -> None:
     global _installed
     if not _installed:
-        from sqlalchemy.orm import Session
-
         for name, fn in _POOL_EVENTS:
             _listen(Pool, name, fn)
-        _listen(Session, "after_begin", _track_session)
-        _listen(Session, "do_orm_execute", _on_orm_execute)
-        if _SA_2:
-            # A dialect-level event in 2.x: it leaves execute() on the fast path.
-            _listen(Engine, "handle_error", _on_handle_error)
-        _fork.add_child_handler(after_fork_in_child)
-        _mark_checkout_clear()
+        _listen_sessions()
         _installed = True
-        # type(), not isinstance(): lazy proxies (Django's settings, werkzeug's LocalProxy)
-        # answer __class__ by evaluating themselves, which can raise or have side effects.
-        _adopt([obj for obj in gc.get_objects() if issubclass(type(obj), Engine)])
+        _integration.register(INTEGRATION)
+        _mark_checkout_clear()
+        engines = _heap.instances_of(Engine)
+        _adopt_engines(engines)
+        _adopt_sessions(engines)
     for engine in list(_engines):
         _register_engine(engine)  # a later install() may have turned on ``resilient``
 
 
+def _listen_sessions() -> None:
+    _listen(Session, "after_begin", _track_session)
+    _listen(Session, "do_orm_execute", _on_orm_execute)
+    if _SA_2:
+        # A dialect-level event in 2.x: it leaves execute() on the fast path.
+        _listen(Engine, "handle_error", _on_handle_error)
+
+
+def install(
+    *,
+    mode: str | None = None,
+    trace: bool | None = None,
+    freeze_gc: bool | None = None,
+    resilient: bool | None = None,
+) -> None:
+    """``forkguard.install()``: every engine, made before or after this call, is fork-safe."""
+    from ._api import install as install_forkguard
+
+    install_forkguard(mode=mode, trace=trace, freeze_gc=freeze_gc, resilient=resilient)
+
+
 def protect(engine: Any) -> Engine:
     """Guard one engine (an ``Engine`` or an ``AsyncEngine``); returns the sync engine."""
+    from ._api import protect as protect_engine
+
+    protected: Engine = protect_engine(engine)
+    return protected
+
+
+def _protect(engine: Any) -> Engine:
     sync_engine = getattr(engine, "sync_engine", engine)
     if not isinstance(sync_engine, Engine):
         raise TypeError(
@@ -387,9 +483,11 @@ def protect(engine: Any) -> Engine:
         for name, fn in _POOL_EVENTS:
             if not event.contains(sync_engine.pool, name, fn):
                 _listen(sync_engine, name, fn)
-        _fork.add_child_handler(after_fork_in_child)
+        _listen_sessions()
+        _integration.register(INTEGRATION)
         _mark_checkout_clear()
-    _adopt([sync_engine])
+    _adopt_engines([sync_engine])
+    _adopt_sessions([sync_engine])
     return sync_engine
 
 
@@ -403,11 +501,13 @@ def uninstall() -> None:
         if event.contains(target, name, fn):
             event.remove(target, name, fn)
     _listeners.clear()
-    _fork.remove_child_handler(after_fork_in_child)
     _engines.clear()
+    _engine_of_pool.clear()
     _sessions.clear()
+    _integration.unregister(INTEGRATION.name)
     _installed = False
 
 
-def is_installed() -> bool:
-    return _installed
+INTEGRATION = _integration.Integration(
+    "sqlalchemy", install=_install, uninstall=uninstall, after_fork=after_fork_in_child
+)

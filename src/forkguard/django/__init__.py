@@ -4,16 +4,21 @@ Add one line to your settings::
 
     INSTALLED_APPS = [..., "forkguard.django"]
 
-or call ``forkguard.install()`` once Django is imported (``wsgi.py``, after
-``get_wsgi_application()``). Then, in every child of a pre-fork server (gunicorn ``--preload``,
-uWSGI without ``lazy-apps``, Celery prefork, ``multiprocessing``):
+or call ``forkguard.install()`` anywhere - before Django is imported (``gunicorn.conf.py``, the
+top of ``wsgi.py``) or after: Django's connections are then guarded from the moment
+``django.db`` is imported (the fork handling looks for it). Then, in every child of a
+pre-fork server (gunicorn ``--preload``, uWSGI without ``lazy-apps``, Celery prefork,
+``multiprocessing``):
 
 1. every DB-API connection a ``DatabaseWrapper`` inherited is silenced at the socket level by
    the core (its fd now points at /dev/null), so nothing the driver does later reaches the
    parent's session;
 2. each wrapper holding one lets go of it *without IO* and forgets its per-connection state
    (the bookkeeping ``DatabaseWrapper.close()`` and ``connect()`` reset), so Django opens the
-   child's own connection on next use, exactly as after ``CONN_MAX_AGE`` expired.
+   child's own connection on next use, exactly as after ``CONN_MAX_AGE`` expired. In
+   ``strict`` mode the wrapper keeps a stand-in instead, whose first use raises
+   :class:`~forkguard.InheritedConnectionError`; in ``warn`` mode each one is logged with the
+   line that opened it.
 
 Persistent connections (``CONN_MAX_AGE``) and ``CONN_HEALTH_CHECKS`` need nothing more: the
 wrapper simply has no connection in the child. A fork inside ``transaction.atomic()`` leaves the
@@ -21,27 +26,27 @@ child's copy of that block unusable, as Django does when a connection is closed 
 ("Cannot open a new connection in an atomic block").
 
 The parent is untouched. Wrappers are found through Django's ``connection_created`` signal, plus
-a one-time scan at install for those opened earlier (an app whose ``ready()`` queried before
-this one's), in every thread.
+a one-time, read-only search at install for those opened earlier (an app whose ``ready()``
+queried before this one's), in every thread, plus the current thread's connections at the fork.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import weakref
 from typing import Any
 
-from .. import _drivers, _fork, _origin, _registry
+from .. import _fork, _heap, _integration, _origin, _registry, _stats
 from .._config import settings as _fg_settings
-from .._neutralize import FdIdentity, keep_alive, neutralize_fd
+from .._drivers import DEFAULT_PORTS
+from .._errors import InheritedConnectionError
+from .._neutralize import InheritedConnection
 
-__all__ = ["install", "is_installed", "uninstall"]
+__all__ = ["install", "uninstall"]
 
 log = logging.getLogger("forkguard")
 
-_DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
 _DISPATCH_UID = "forkguard.django.track"
 _REQUEST_UID = "forkguard.django.check"
 
@@ -59,27 +64,28 @@ def _describe(wrapper: Any) -> tuple[str, int | None]:
     vendor = str(getattr(wrapper, "vendor", "") or "")
     host = s.get("HOST") or "localhost"
     try:
-        port: int | None = int(s["PORT"]) if s.get("PORT") else _DEFAULT_PORTS.get(vendor)
+        port: int | None = int(s["PORT"]) if s.get("PORT") else DEFAULT_PORTS.get(vendor)
     except (TypeError, ValueError):
-        port = _DEFAULT_PORTS.get(vendor)
+        port = DEFAULT_PORTS.get(vendor)
     user = f"{s.get('USER')}@" if s.get("USER") else ""
     where = f"{host}:{port}" if port else str(host)
     alias = getattr(wrapper, "alias", "?")
     return f"{vendor}://{user}{where}/{s.get('NAME') or ''} (django alias {alias!r})", port
 
 
-def _track(wrapper: Any, opened_at: str | None) -> None:
+def _track(wrapper: Any, opened_at: str | None, **how: Any) -> _registry.TrackedConnection | None:
     conn = getattr(wrapper, "connection", None)
     if conn is None:
-        return
+        return None
     _wrappers.add(wrapper)
     url, port = _describe(wrapper)
-    _registry.track(
+    return _registry.track(
         conn,
         url=url,
         port=port,
         opened_at=opened_at,
         stack=_origin.opening_stack(3) if _fg_settings.trace else None,
+        **how,
     )
 
 
@@ -99,14 +105,13 @@ def _adopt() -> None:
     """Track wrappers that opened their connection before this integration was installed."""
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-    for obj in gc.get_objects():
-        # type(), not isinstance(): Django's lazy proxies (settings) answer __class__ by
-        # setting themselves up, which raises in a process that never configured Django.
-        if issubclass(type(obj), BaseDatabaseWrapper) and obj.connection is not None:
-            if _registry.lookup(obj.connection) is None:
-                _track(obj, None)
-            else:
-                _wrappers.add(obj)
+    for wrapper in _heap.instances_of(BaseDatabaseWrapper):
+        if wrapper.connection is None:
+            continue
+        if _registry.lookup(wrapper.connection) is None:
+            _track(wrapper, None, found=True)
+        else:
+            _wrappers.add(wrapper)
 
 
 # ---- the child side: let go of inherited connections without IO ------------------------------
@@ -122,16 +127,6 @@ def _current_thread_wrappers() -> list[Any]:
         return list(connections.all(initialized_only=True))
     except Exception:  # Django half set up: nothing to find in this thread
         return []
-
-
-def _silence_untracked(conn: Any) -> None:
-    """A connection forkguard never saw (it cannot happen through the signal or the scan)."""
-    fd = _drivers.known_fd(conn)
-    identity = FdIdentity.of(fd) if fd is not None else None
-    if identity is not None and neutralize_fd(identity):
-        return
-    # No socket we can silence: never let the child close or free it.
-    keep_alive(conn)
 
 
 def _forget_connection(wrapper: Any) -> None:
@@ -154,32 +149,55 @@ def _forget_connection(wrapper: Any) -> None:
     wrapper.close_at = None
 
 
+def _strict_error(state: _registry.TrackedConnection) -> Exception:
+    _stats.counters.strict_violations += 1
+    return InheritedConnectionError.for_connection(state)
+
+
+def _inherited_state(wrapper: Any, parent_pid: int) -> _registry.TrackedConnection | None:
+    """The wrapper's connection if it is inherited, silenced (the core did the tracked ones)."""
+    conn = getattr(wrapper, "connection", None)
+    if conn is None or isinstance(conn, InheritedConnection):
+        return None
+    state = _registry.lookup(conn)
+    if state is None:  # opened before forkguard was installed, in a thread the search missed
+        state = _track(wrapper, None, owner_pid=parent_pid)
+    if state is None or state.owner_pid == os.getpid():
+        return None  # opened by this process after the fork
+    _registry.neutralize(state)
+    return state
+
+
+def _let_go(wrapper: Any, state: _registry.TrackedConnection) -> None:
+    if _fg_settings.mode == "strict":
+        wrapper.connection = InheritedConnection(state.describe(), lambda: _strict_error(state))
+        return
+    _forget_connection(wrapper)
+    if _fg_settings.mode == "warn":
+        log.warning(
+            "pid %d inherited a %s; forkguard neutralized it and Django opens its own.%s",
+            os.getpid(),
+            state.describe(),
+            state.stack_text(),
+        )
+
+
 def after_fork_in_child(parent_pid: int) -> None:
-    """Child handler: drop every inherited connection a Django wrapper holds (no IO)."""
-    pid = os.getpid()
+    """Child step: drop every inherited connection a Django wrapper holds (no IO)."""
     seen: set[int] = set()
     dropped = 0
     for wrapper in [*_wrappers, *_current_thread_wrappers()]:
         if id(wrapper) in seen:
             continue
         seen.add(id(wrapper))
-        conn = getattr(wrapper, "connection", None)
-        if conn is None:
-            continue
-        state = _registry.lookup(conn)
-        if state is not None and state.owner_pid == pid:
-            continue  # opened by this process after the fork
-        if state is None:
-            _silence_untracked(conn)
-        try:
-            _forget_connection(wrapper)
+        state = _inherited_state(wrapper, parent_pid)
+        if state is not None:
+            _let_go(wrapper, state)
             dropped += 1
-        except Exception:
-            log.exception("forkguard: could not reset Django connection %r", wrapper.alias)
     if dropped:
         log.info(
-            "forkguard: pid %d forked from %d: dropped %d inherited Django connection(s)",
-            pid,
+            "pid %d forked from %d: dropped %d inherited Django connection(s)",
+            os.getpid(),
             parent_pid,
             dropped,
         )
@@ -188,29 +206,36 @@ def after_fork_in_child(parent_pid: int) -> None:
 # ---- install / uninstall ----------------------------------------------------------------------
 
 
-def install() -> None:
-    """Make Django's connections fork-safe in this process (idempotent).
+def install(
+    *,
+    mode: str | None = None,
+    trace: bool | None = None,
+    freeze_gc: bool | None = None,
+    resilient: bool | None = None,
+) -> None:
+    """``forkguard.install()``, Django's connections included (idempotent)."""
+    from .._api import install as install_forkguard
 
-    ``INSTALLED_APPS += ["forkguard.django"]`` calls this (and ``forkguard.install()``) from
-    ``AppConfig.ready()``.
-    """
+    install_forkguard(mode=mode, trace=trace, freeze_gc=freeze_gc, resilient=resilient)
+    _install()
+
+
+def _install() -> None:
     global _installed
-    # Watch for forks; the socket-level neutralization always runs before our handler.
-    _registry.activate()
     if _installed:
         return
     from django.db.backends.signals import connection_created
 
     connection_created.connect(_on_connection_created, dispatch_uid=_DISPATCH_UID)
     _check_before_close_old_connections()
-    _fork.add_child_handler(after_fork_in_child)
     _installed = True
+    _integration.register(INTEGRATION)
     _adopt()
 
 
 def _check_before_close_old_connections() -> None:
     # Django closes obsolete connections on request_started (CONN_MAX_AGE); after a fork that
-    # no hook reported, that close would reach the parent's session, so the pid check has to
+    # no hook reported, that close would reach the parent's session, so the fork check has to
     # run first: reconnect Django's receiver behind ours.
     from django.core.signals import request_started
     from django.db import close_old_connections
@@ -230,10 +255,11 @@ def uninstall() -> None:
 
     connection_created.disconnect(dispatch_uid=_DISPATCH_UID)
     request_started.disconnect(dispatch_uid=_REQUEST_UID)
-    _fork.remove_child_handler(after_fork_in_child)
     _wrappers.clear()
+    _integration.unregister(INTEGRATION.name)
     _installed = False
 
 
-def is_installed() -> bool:
-    return _installed
+INTEGRATION = _integration.Integration(
+    "django", install=_install, uninstall=uninstall, after_fork=after_fork_in_child
+)

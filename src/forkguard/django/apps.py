@@ -12,9 +12,6 @@ class ForkguardConfig(AppConfig):  # type: ignore[misc]  # Django ships no type 
     default = True
 
     def ready(self) -> None:
-        import forkguard
-
         from . import install
 
-        forkguard.install()  # SQLAlchemy engines too, FORKGUARD_MODE / FORKGUARD_TRACE
-        install()
+        install()  # SQLAlchemy engines too; FORKGUARD_MODE / FORKGUARD_TRACE apply
