@@ -481,8 +481,7 @@ def _protect(engine: Any) -> Engine:
         return sync_engine
     if not _installed:
         for name, fn in _POOL_EVENTS:
-            if not event.contains(sync_engine.pool, name, fn):
-                _listen(sync_engine, name, fn)
+            _listen(sync_engine, name, fn)
         _listen_sessions()
         _integration.register(INTEGRATION)
         _mark_checkout_clear()
@@ -492,7 +491,9 @@ def _protect(engine: Any) -> Engine:
 
 
 def _pool_guarded(engine: Engine) -> bool:
-    return _installed or event.contains(engine.pool, "checkout", _on_checkout)
+    # Pool events listened for on an engine stay with the engine (its pool's dispatch joins
+    # the engine's), so they are asked of the engine, and survive dispose().
+    return _installed or event.contains(engine, "checkout", _on_checkout)
 
 
 def uninstall() -> None:

@@ -63,3 +63,24 @@ def test_without_forkguard_the_childs_close_ends_the_parents_session(vendor: str
     out = run_scenario("unprotected", vendor)
     assert out["child"]["value"]["session"] == out["master_session"]  # one shared socket
     assert out["parent_error"] is not None
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_strict_mode_refuses_the_inherited_connection(vendor: str) -> None:
+    out = run_scenario("strict", vendor)
+    child = out["child"]
+    assert child["ok"], child
+    assert child["value"]["error"].startswith("InheritedConnectionError: forkguard: pid")
+    assert child["value"]["stats"]["strict_violations"] == 1
+    assert out["parent_error"] is None
+    assert out["parent_session_after"] == out["master_session"]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_warn_mode_names_the_line_that_opened_it(vendor: str) -> None:
+    out = run_scenario("warn", vendor)
+    value = out["child"]["value"]
+    assert value["session"] != out["master_session"]
+    [warning] = value["warnings"]
+    assert "inherited a" in warning and "dj_fork_check.py" in warning
+    assert out["parent_session_after"] == out["master_session"]

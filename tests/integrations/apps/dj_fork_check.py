@@ -14,11 +14,16 @@ Prints one JSON object: what the parent and the child saw. Scenarios:
 * ``atomic``: fork inside ``transaction.atomic()``: the child cannot use the block, and its
   exit sends no ROLLBACK; the parent's write commits.
 * ``unprotected``: no forkguard: the child's ``connection.close()`` ends the parent's session.
+* ``strict``: ``mode="strict"``: the child's first query raises ``InheritedConnectionError``;
+  closing the connection afterwards leaves the parent's session alone.
+* ``warn``: ``mode="warn"``: the child reconnects, and a WARNING names the line that opened
+  the inherited connection.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import uuid
@@ -60,6 +65,15 @@ def session(vendor: str) -> Any:
         return cursor.fetchone()[0]
 
 
+class _WarningLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def main(scenario: str, vendor: str) -> dict[str, Any]:
     from django.core.signals import request_started
 
@@ -70,6 +84,8 @@ def main(scenario: str, vendor: str) -> dict[str, Any]:
     import forkguard.django
 
     out: dict[str, Any] = {"scenario": scenario}
+    if scenario in ("strict", "warn"):
+        forkguard.configure(mode=scenario)
     out["master_session"] = session(vendor)
     if scenario == "adopted":
         forkguard.install()
@@ -77,10 +93,17 @@ def main(scenario: str, vendor: str) -> dict[str, Any]:
     elif scenario == "install_hook":  # wsgi.py style: forkguard.install() once Django is imported
         forkguard.install()
 
+    warnings = _WarningLines()  # before the fork: the fork handling logs before the child runs
+    logging.getLogger("forkguard").addHandler(warnings)
+
     def child() -> dict[str, Any]:
         request_started.send(sender=None)  # what the server's handler does first
         seen: dict[str, Any] = {"had_connection": connection.connection is not None}
-        seen["session"] = session(vendor)
+        try:
+            seen["session"] = session(vendor)
+        except forkguard.InheritedConnectionError as exc:
+            seen["error"] = f"{type(exc).__name__}: {exc}"
+        seen["warnings"] = warnings.lines
         connection.close()  # what CONN_MAX_AGE expiry, or a worker's exit, does
         seen["stats"] = forkguard.stats()
         return seen
