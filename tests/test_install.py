@@ -174,3 +174,20 @@ def test_install_next_to_lazy_proxies_that_raise():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "installed"
+
+
+def test_after_fork_steps_run_in_one_fixed_order_whatever_the_install_order():
+    pytest.importorskip("django")
+    from forkguard import _integration
+
+    code = (
+        "import django; from django.conf import settings; settings.configure(); django.setup()\n"
+        "import forkguard.django, forkguard\n"
+        "from forkguard import _integration\n"
+        "forkguard.django.INTEGRATION.install()\n"  # Django's first
+        "forkguard.install()\n"
+        "print([i.name for i in _integration.installed()])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "['sqlalchemy', 'django']", proc.stderr
+    assert [name for name, _, _ in _integration.KNOWN] == ["sqlalchemy", "django"]

@@ -202,27 +202,26 @@ def _install_uwsgi_hook() -> None:
         import uwsgi
     except ImportError:
         return
+    # Read before importing uwsgidecorators: the import overwrites it with its chain runner.
+    previous = getattr(uwsgi, "post_fork_hook", None)
     try:
         import uwsgidecorators
     except ImportError:
-        _chain_uwsgi_hook(uwsgi)
+        _chain_uwsgi_hook(uwsgi, previous)
     else:
-        _join_uwsgidecorators_chain(uwsgi, uwsgidecorators)
+        _join_uwsgidecorators_chain(uwsgidecorators, previous)
     _uwsgi_hook_registered = True
     log.debug("uWSGI post-fork hook registered")
 
 
-def _join_uwsgidecorators_chain(uwsgi: Any, uwsgidecorators: Any) -> None:
-    previous = getattr(uwsgi, "post_fork_hook", None)
+def _join_uwsgidecorators_chain(uwsgidecorators: Any, previous: Any) -> None:
     chain = uwsgidecorators.postfork_chain
     if previous not in (None, uwsgidecorators.postfork_chain_hook) and previous not in chain:
         chain.append(previous)
     chain.insert(0, _run_in_child)
 
 
-def _chain_uwsgi_hook(uwsgi: Any) -> None:
-    previous = getattr(uwsgi, "post_fork_hook", None)
-
+def _chain_uwsgi_hook(uwsgi: Any, previous: Any) -> None:
     def post_fork_hook() -> None:
         _run_in_child()
         if previous is not None:
