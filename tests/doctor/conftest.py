@@ -17,6 +17,15 @@ MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "database": "test"}
 PG = "host=127.0.0.1 port=5432 user=root dbname=test"
 FG_DOC_MYSQL_TABLES = ("fg_doc_users", "fg_doc_campaigns")
 FG_DOC_PG_TABLES = ("fg_doc_items",)
+# A user's module (issue 17): the pooled connection is opened on line 3, then taken again
+# on line 5 and never returned.
+HELD = (
+    "from sqlalchemy import create_engine, text\n"
+    'engine = create_engine("mysql+pymysql://root@127.0.0.1:3306/test")\n'
+    'with engine.connect() as c: c.execute(text("SELECT 1"))\n'
+    "\n"
+    "held = engine.connect()\n"
+)
 
 
 @dataclass

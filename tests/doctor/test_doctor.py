@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import APPS, Run, doctor, mark, mysql_limits, pg_max_connections
+from .conftest import APPS, HELD, Run, doctor, mark, mysql_limits, pg_max_connections
 
 
 @cache
@@ -114,6 +115,118 @@ def test_clean_app_exits_0_and_still_checks_both_servers() -> None:
     assert "verdict: CLEAN" in human.stdout
 
 
+# ---- asyncio engines: create_async_engine, a query in asyncio.run() at import -----------------
+
+ASYNC_APPS = [
+    pytest.param("async_pg", "asyncpg", "127.0.0.1:5432", id="asyncpg"),
+    pytest.param("async_mysql", "aiomysql", "127.0.0.1:3306", id="aiomysql"),
+]
+
+
+@pytest.mark.parametrize(("app", "driver", "server"), ASYNC_APPS)
+def test_asyncio_engine_connection_left_in_the_pool_is_unsafe(
+    app: str, driver: str, server: str
+) -> None:
+    run = json_run(f"{app}:app")
+    assert run.returncode == 1, run.stderr
+    doc = run.doc
+    assert doc["verdict"] == "unsafe"
+    [conn] = doc["connections"]
+    assert (conn["driver"], conn["server"], conn["asyncio"]) == (driver, server, True)
+    assert (conn["pooled"], conn["checked_out"], conn["state"]) == (True, False, "idle in pool")
+    assert conn["opened_at"] == mark(f"{app}.py", "connect")
+    finding = only(doc, "inherited-connection")
+    assert finding["severity"] == "error"
+    assert finding["location"] == mark(f"{app}.py", "connect")
+    assert "forkguard.install()" in finding["fix"]
+    assert "`await engine.dispose()` inside the same asyncio.run()" in finding["fix"]
+    # The limits are asked through the asyncio engine too (in a greenlet, on a new loop).
+    [limits] = doc["servers"].values()
+    assert limits["max_connections"] > 0, limits
+    assert doc["sockets"] == [] and doc["event_loops"] == []
+
+
+@pytest.mark.parametrize(("app", "driver", "server"), ASYNC_APPS)
+def test_asyncio_engine_disposed_at_the_end_of_import_is_clean(
+    app: str, driver: str, server: str
+) -> None:
+    run = json_run(f"{app}_disposed:app")
+    assert run.returncode == 0, run.stdout
+    doc = run.doc
+    assert doc["verdict"] == "clean"
+    assert doc["connections"] == []
+    assert kinds(doc, "error") == [] and kinds(doc, "warning") == []
+
+
+@pytest.mark.parametrize(
+    ("app", "placement"),
+    [("async_pg", "top"), ("async_mysql", "end")],
+    ids=["asyncpg-install-first", "aiomysql-install-after-the-query"],
+)
+def test_asyncio_engine_with_forkguard_installed_is_clean(
+    tmp_path: Path, app: str, placement: str
+) -> None:
+    # The doctor's fix, placed before the engine exists or after its import-time query.
+    install = "import forkguard\nforkguard.install()\n"
+    source = (APPS / f"{app}.py").read_text()
+    (tmp_path / "guarded.py").write_text(
+        install + source if placement == "top" else source + install
+    )
+    run = doctor("guarded:app", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout
+    [conn] = run.doc["connections"]
+    assert conn["protected_by_forkguard"] is True
+    assert only(run.doc, "guarded-connection")["severity"] == "info"
+
+
+# ---- a connection still checked out: the line that holds it ------------------------------------
+
+
+def test_checked_out_connection_is_reported_at_the_line_holding_it(tmp_path: Path) -> None:
+    path = tmp_path / "held.py"
+    path.write_text(HELD)
+    run = doctor("held", "--json", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    [conn] = run.doc["connections"]
+    assert conn["checked_out"] is True
+    assert conn["opened_at"] == f"{path}:3"
+    assert conn["checked_out_at"] == f"{path}:5"
+    finding = only(run.doc, "inherited-connection")
+    assert finding["location"] == f"{path}:5"
+    assert f"Checked out at {path}:5" in finding["detail"]
+    assert f"First opened at {path}:3." in finding["detail"]
+    assert "close its holder before the fork" in finding["fix"]
+    human = doctor("held", "--verbose", cwd=tmp_path)
+    assert "      at held.py:5\n         held = engine.connect()\n" in human.stdout
+    assert "held from:" in human.stdout
+
+
+def test_checked_out_twin_closed_and_disposed_at_the_end_of_import(tmp_path: Path) -> None:
+    (tmp_path / "held.py").write_text(HELD + "held.close()\nengine.dispose()\n")
+    doc = doctor("held", "--json", cwd=tmp_path).doc
+    assert doc["connections"] == []
+    assert "inherited-connection" not in kinds(doc)
+
+
+def test_asyncio_connection_still_checked_out_names_the_awaiting_line(tmp_path: Path) -> None:
+    # The pool checkout runs in SQLAlchemy's greenlet: the doctor follows it to the coroutine.
+    (tmp_path / "aheld.py").write_text(
+        "import asyncio\n"
+        "from sqlalchemy.ext.asyncio import create_async_engine\n"
+        'engine = create_async_engine("postgresql+asyncpg://root@127.0.0.1:5432/test")\n'
+        "async def take():\n"
+        "    return await engine.connect()\n"
+        "held = asyncio.run(take())\n"
+    )
+    doc = doctor("aheld", "--json", cwd=tmp_path).doc
+    [conn] = doc["connections"]
+    assert (conn["driver"], conn["checked_out"]) == ("asyncpg", True)
+    assert conn["checked_out_at"] == f"{tmp_path / 'aheld.py'}:5"
+    finding = only(doc, "inherited-connection")
+    assert finding["location"] == f"{tmp_path / 'aheld.py'}:5"
+    assert "`await conn.close()`" in finding["fix"]
+
+
 # ---- pool settings against the server ---------------------------------------------------------
 
 
@@ -154,7 +267,7 @@ def test_gunicorn_config_with_preload_and_4_workers() -> None:
     finding = only(doc, "inherited-connection")
     assert finding["title"].endswith("all 4 workers inherit it")
     assert finding["location"] == mark("fsa_mysql.py", "create_all")
-    assert "gunicorn config" in finding["fix"]
+    assert "at the top of gunicorn_preload.conf.py" in finding["fix"]
 
 
 def test_gunicorn_config_without_preload_is_safe_but_says_so() -> None:
@@ -201,7 +314,10 @@ def test_the_seeds_uwsgi_app_and_its_postfork_dispose() -> None:
     hook = only(doc, "postfork-dispose")
     assert hook["severity"] == "warning"
     assert "reset_db_connections" in hook["title"]
-    assert "dispose(close=False)" in hook["fix"]
+    # The fix is forkguard in the master, or a dispose() in the master: never one in the hook.
+    assert "forkguard.install()" in hook["fix"]
+    assert "remove this dispose() from the hook" in hook["fix"]
+    assert "close=False" not in hook["fix"]
 
 
 # ---- other fork hazards ------------------------------------------------------------------------
@@ -242,6 +358,19 @@ def test_django_query_in_appconfig_ready(target: str) -> None:
     assert conn["driver"] == "psycopg 3"
     assert conn["opened_at"] == mark("djsite/apps.py", "django query")
     assert "connections.close_all()" in only(doc, "inherited-connection")["fix"]
+
+
+@needs_django
+def test_django_with_forkguard_django_in_installed_apps_is_clean() -> None:
+    # The doctor's Django fix (INSTALLED_APPS += ["forkguard.django"]), after the querying app.
+    run = json_run("djsite.settings_guarded")
+    assert run.returncode == 0, run.stdout
+    guarded = only(run.doc, "guarded-connection")
+    assert guarded["location"] == mark("djsite/apps.py", "django query")
+    assert (
+        'INSTALLED_APPS += ["forkguard.django"]'
+        in only(json_run("djsite.settings").doc, "inherited-connection")["fix"]
+    )
 
 
 # ---- JSON ---------------------------------------------------------------------------------------
@@ -348,6 +477,22 @@ def test_help_exits_0() -> None:
     assert run.returncode == 0
     assert "--uwsgi INI" in run.stdout
     assert "exit codes: 0 clean, 1 findings, 2" in run.stdout
+
+
+def test_install_in_a_post_fork_hook_protects_but_is_later_than_needed() -> None:
+    run = json_run("-c", "gunicorn_postfork_install.conf.py")
+    assert run.returncode == 0, run.stdout
+    doc = run.doc
+    assert doc["verdict"] == "clean"
+    guarded = only(doc, "guarded-connection")
+    assert guarded["location"] == mark("fsa_mysql.py", "create_all")
+    assert "forkguard.install() in the post-fork hook post_fork" in guarded["detail"]
+    late = only(doc, "postfork-install")
+    assert late["severity"] == "info"
+    assert late["location"] == mark("gunicorn_postfork_install.conf.py", "post_fork")
+    assert "That works" in late["detail"] and "later than needed" in late["detail"]
+    assert "at the top of gunicorn_postfork_install.conf.py" in late["fix"]
+    # Its twin without the hook (gunicorn_preload.conf.py) is an error: see above.
 
 
 def test_app_that_installs_forkguard_is_clean() -> None:

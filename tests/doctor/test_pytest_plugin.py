@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import APPS, mark
+import pytest
+
+from .conftest import APPS, HELD, mark
 
 
 def pytest_session(
@@ -29,6 +31,32 @@ def test_app_leaving_a_connection_open_fails_the_session(tmp_path: Path) -> None
     assert "1 passed" in proc.stdout  # the tests themselves ran
     assert "forkguard: FAILED" in proc.stdout
     assert f"(at {mark('fsa_mysql.py', 'create_all')})" in proc.stdout
+
+
+@pytest.mark.parametrize("app", ["async_pg", "async_mysql"])
+def test_asyncio_engine_connection_left_at_import_fails_the_session(
+    tmp_path: Path, app: str
+) -> None:
+    proc = pytest_session(tmp_path, ini=f"forkguard_app = --chdir {APPS} {app}:app\n")
+    assert proc.returncode == 1, proc.stdout
+    assert "forkguard: FAILED" in proc.stdout
+    assert f"(at {mark(f'{app}.py', 'connect')})" in proc.stdout
+
+
+@pytest.mark.parametrize("app", ["async_pg_disposed", "async_mysql_disposed"])
+def test_asyncio_engine_disposed_at_import_passes(tmp_path: Path, app: str) -> None:
+    proc = pytest_session(tmp_path, ini=f"forkguard_app = --chdir {APPS} {app}:app\n")
+    assert proc.returncode == 0, proc.stdout
+    assert "nothing left open at import" in proc.stdout
+
+
+def test_checked_out_connection_fails_at_the_line_holding_it(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "held.py").write_text(HELD)
+    proc = pytest_session(tmp_path, "--forkguard-app", f"--chdir {app_dir} held")
+    assert proc.returncode == 1, proc.stdout
+    assert f"(at {app_dir / 'held.py'}:5)" in proc.stdout
 
 
 def test_clean_app_passes(tmp_path: Path) -> None:

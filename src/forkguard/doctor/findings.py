@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -55,27 +56,67 @@ def _who(workers: int | None) -> str:
     return f"all {workers} workers inherit it"
 
 
+@dataclass
+class _Context:
+    """What every connection finding needs to know about the master."""
+
+    master: dict[str, Any]
+    workers: int | None
+    django: bool = False
+    late_install: str | None = None  # a post-fork hook that calls forkguard.install()
+
+
 def _where_to_install(master: dict[str, Any]) -> str:
     server = master.get("server")
     if server == "gunicorn":
-        return "at the top of the gunicorn config file (it runs in the master before the app)"
+        config = os.path.basename(str(master.get("config") or "gunicorn.conf.py"))
+        return f"at the top of {config} (gunicorn runs it in the master, before it loads the app)"
     if server == "uwsgi":
-        return f"at the top of the module uWSGI loads ({master.get('app')}), before other imports"
-    return "at the top of your WSGI/ASGI entry module, before the app and its engines are imported"
+        module = str(master.get("app") or "").partition(":")[0]
+        return f"at the top of the module uWSGI loads ({module})"
+    return "at the top of the module the server imports (your WSGI/ASGI module)"
 
 
-def _connection_finding(
-    conn: dict[str, Any], master: dict[str, Any], workers: int | None
-) -> Finding:
-    driver = conn["driver"]
-    server = conn.get("server") or "an unknown server"
-    location = conn.get("opened_at")
-    where = location or "an unknown line"
-    data = {k: conn.get(k) for k in ("driver", "server", "url", "state", "phase", "django_alias")}
-    preloaded = master.get("preload", True)
-    forks = master.get("forks", True)
-    inherited = forks and (preloaded or conn.get("phase") == "config")
-    if not inherited:
+def _install(ctx: _Context) -> str:
+    """The one placement the doctor recommends: in the master, before the fork."""
+    if ctx.django:
+        return 'add "forkguard.django" to INSTALLED_APPS (`INSTALLED_APPS += ["forkguard.django"]`)'
+    return f"add `import forkguard; forkguard.install()` {_where_to_install(ctx.master)}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+_HOLDERS = "a Connection, a Session, an app context never popped"
+
+
+def _where(conn: dict[str, Any]) -> str:
+    """Where the connection was opened and, if still checked out, the line holding it."""
+    opened = conn.get("opened_at") or "an unknown line"
+    held = conn.get("checked_out_at")
+    if not conn.get("checked_out"):
+        return f"Opened at {opened}."
+    if held is None:
+        return f"Opened at {opened}; still checked out ({_HOLDERS})."
+    if held == opened:
+        return f"Opened and checked out at {held}; what took it there ({_HOLDERS}) still holds it."
+    return (
+        f"Checked out at {held}; what took it there ({_HOLDERS}) still holds it. "
+        f"First opened at {opened}."
+    )
+
+
+def _connection_finding(conn: dict[str, Any], ctx: _Context) -> Finding:
+    held = conn.get("checked_out_at")
+    base: dict[str, Any] = {
+        "location": held or conn.get("opened_at"),
+        "stack": (conn.get("checkout_stack") if held else conn.get("stack")) or [],
+        "data": {k: conn.get(k) for k in _CONN_DATA},
+    }
+    driver, server = conn["driver"], conn.get("server") or "an unknown server"
+    forks = ctx.master.get("forks", True)
+    if not (forks and (ctx.master.get("preload", True) or conn.get("phase") == "config")):
         why = (
             "uWSGI never forks with this configuration"
             if not forks
@@ -86,35 +127,69 @@ def _connection_finding(
             kind="per-worker-connection",
             severity="info",
             title=f"{driver} connection to {server} opened at import, not inherited",
-            detail=f"Opened at {where}; safe here because {why}.",
+            detail=f"{_where(conn)} Safe here because {why}.",
             fix=(
                 "Nothing to fix. To get preloading's memory savings and faster worker starts, "
-                f"turn preloading on and call forkguard.install() {_where_to_install(master)}."
+                f"turn preloading on and {_install(ctx)}."
             ),
-            location=location,
-            stack=conn.get("stack") or [],
-            data=data,
+            **base,
         )
-    if conn.get("protected_by_forkguard"):
+    guard = _guard(conn, ctx)
+    if guard is not None:
         return Finding(
             kind="guarded-connection",
             severity="info",
             title=f"{driver} connection to {server} is open after import, guarded by forkguard",
-            detail=(
-                f"Opened at {where}; forkguard is installed, so each worker drops its copy "
-                "without sending a byte and opens its own."
-            ),
+            detail=f"{_where(conn)} {guard}",
             fix="Nothing to fix.",
-            location=location,
-            stack=conn.get("stack") or [],
-            data=data,
+            **base,
         )
-    lines = [f"Opened at {where}."]
-    if conn.get("url"):
-        lines.append(f"Engine {conn['url']}, connection {conn['state']}.")
-    postgres = driver.startswith("psycopg") or str(conn.get("server_key") or "").startswith(
-        "postgresql"
+    return Finding(
+        kind="inherited-connection",
+        severity="error",
+        title=f"{driver} connection to {server} is open after import: {_who(ctx.workers)}",
+        detail=_inherited_detail(conn),
+        fix=_fix_for(conn, ctx),
+        **base,
     )
+
+
+_CONN_DATA = (
+    "driver",
+    "server",
+    "url",
+    "state",
+    "phase",
+    "django_alias",
+    "asyncio",
+    "opened_at",
+    "checked_out_at",
+)
+
+
+def _guard(conn: dict[str, Any], ctx: _Context) -> str | None:
+    """Why forkguard protects this connection in the workers, or None."""
+    if conn.get("protected_by_forkguard"):
+        return (
+            "forkguard is installed: each worker drops its copy without sending a byte and "
+            "opens its own."
+        )
+    if ctx.late_install is not None and (conn.get("pooled") or conn.get("django_alias")):
+        return (
+            f"forkguard.install() in the post-fork hook {ctx.late_install} protects it: each "
+            "worker drops its copy without sending a byte and opens its own."
+        )
+    return None
+
+
+def _inherited_detail(conn: dict[str, Any]) -> str:
+    lines = [_where(conn)]
+    if conn.get("url"):
+        state = "" if conn.get("checked_out") else f", connection {conn['state']}"
+        lines.append(f"Engine {conn['url']}{state}.")
+    postgres = conn["driver"] in ("psycopg2", "psycopg 3", "asyncpg") or str(
+        conn.get("server_key") or ""
+    ).startswith("postgresql")
     errors = (
         "'server closed the connection unexpectedly' / 'SSL error: decryption failed or bad "
         "record mac'"
@@ -127,61 +202,86 @@ def _connection_finding(
         "stream, so a worker can read another's rows (another user's data), get "
         f"{errors}, and one worker's close or garbage collection ends the session for all."
     )
-    install = (
-        f"Add `import forkguard; forkguard.install()` {_where_to_install(master)}: every "
-        "worker then cuts itself off from the inherited socket without sending a byte and "
-        "opens its own connection."
-    )
-    if conn.get("django_alias"):
-        fix = (
-            f"Django opened it (alias {conn['django_alias']!r}) while the app was imported. "
-            "Move that query out of import time (module level, AppConfig.ready(), urls.py) "
-            "into a view or a management command, or close it before the server forks: "
-            "`from django.db import connections; connections.close_all()` at the end of "
-            "wsgi.py."
-        )
-    elif driver == "sqlite3":
-        fix = (
-            "A SQLite connection must never cross fork() (SQLite's 'How To Corrupt', 2.6): "
-            "open it in each worker, after the fork (or per request), and close the import-time "
-            "one before the server forks."
-        )
-    elif conn.get("checked_out"):
+    if conn.get("checked_out") and not conn.get("django_alias"):
         lines.append(
-            "It is still checked out: a Session or Connection opened at import was never "
-            "closed (e.g. an app context pushed at import and never popped). A post-fork "
-            "engine.dispose() does not help here: a worker that garbage-collects that "
-            "session sends ROLLBACK over the shared socket, and the master's next COMMIT "
-            "silently loses its rows."
+            "A post-fork engine.dispose() does not reach it: a worker that closes or "
+            "garbage-collects its holder sends ROLLBACK over the shared socket, and the "
+            "master's next COMMIT silently loses its rows."
         )
-        fix = (
-            f"{install} Without forkguard: end the session before the fork "
-            "(`db.session.remove()` / pop the app context / close the Connection), then "
-            "`engine.dispose()` (`db.engine.dispose()`), still in the master."
-        )
-    elif conn.get("pooled"):
-        fix = (
-            f"{install} Without forkguard: call `engine.dispose()` (Flask-SQLAlchemy: "
-            "`db.engine.dispose()`) right after the import-time work, in the master; or move "
-            f"that work (the call at {where}: create_all(), a query) out of import, e.g. into a "
-            "CLI command or a migration."
-        )
-    else:
-        fix = (
-            f"Open this {driver} connection per worker (gunicorn `post_fork` hook, "
-            "`uwsgidecorators.postfork`) or per request, or close it before the server forks. "
-            "To keep it, wrap it: `forkguard.track(conn)` makes the workers' copies harmless."
-        )
-    return Finding(
-        kind="inherited-connection",
-        severity="error",
-        title=f"{driver} connection to {server} is open after import: {_who(workers)}",
-        detail=" ".join(lines),
-        fix=fix,
-        location=location,
-        stack=conn.get("stack") or [],
-        data=data,
+    return " ".join(lines)
+
+
+def _dispose(conn: dict[str, Any]) -> str:
+    if conn.get("asyncio"):
+        return "`await engine.dispose()` inside the same asyncio.run()"
+    return "`engine.dispose()` (Flask-SQLAlchemy: `db.engine.dispose()`)"
+
+
+def _django_fix(conn: dict[str, Any], ctx: _Context) -> str:
+    return (
+        f"{_sentence(_install(ctx))}: each worker then drops the inherited connection without "
+        f"sending a byte and opens its own. Without forkguard: Django opened it (alias "
+        f"{conn['django_alias']!r}) while the app was imported; move that query out of import "
+        "(AppConfig.ready(), module level, urls.py), or call "
+        "`from django.db import connections; connections.close_all()` at the end of wsgi.py."
     )
+
+
+def _sqlite_fix(conn: dict[str, Any], ctx: _Context) -> str:
+    return (
+        "A SQLite connection must never cross fork() (SQLite's 'How To Corrupt', 2.6): "
+        "open it in each worker, after the fork (or per request), and close the import-time "
+        "one before the server forks."
+    )
+
+
+def _with_forkguard(ctx: _Context) -> str:
+    return (
+        f"{_sentence(_install(ctx))}: each worker then drops its inherited copy without "
+        "sending a byte and opens its own connection."
+    )
+
+
+def _checked_out_fix(conn: dict[str, Any], ctx: _Context) -> str:
+    close = "`await conn.close()`" if conn.get("asyncio") else "`conn.close()`"
+    return (
+        f"{_with_forkguard(ctx)} Without forkguard: close its holder before the fork ({close}; "
+        f"a Session: `db.session.remove()` / pop the app context), then call {_dispose(conn)}, "
+        "in the master."
+    )
+
+
+def _pooled_fix(conn: dict[str, Any], ctx: _Context) -> str:
+    where = conn.get("opened_at") or "import"
+    return (
+        f"{_with_forkguard(ctx)} Without forkguard: call {_dispose(conn)} right after the "
+        f"import-time work, in the master; or move that work (the call at {where}: "
+        "create_all(), a query) out of import, e.g. into a CLI command or a migration."
+    )
+
+
+def _raw_fix(conn: dict[str, Any], ctx: _Context) -> str:
+    return (
+        f"Open this {conn['driver']} connection in each worker (gunicorn `post_fork` hook, "
+        "`uwsgidecorators.postfork`) or per request, or close it before the server forks. "
+        "To keep it, wrap it: `forkguard.track(conn)` makes the workers' copies harmless."
+    )
+
+
+# The first rule that matches gives the fix for an unguarded inherited connection.
+_FIX_RULES: tuple[
+    tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any], _Context], str]], ...
+] = (
+    (lambda c: bool(c.get("django_alias")), _django_fix),
+    (lambda c: c["driver"] == "sqlite3", _sqlite_fix),
+    (lambda c: bool(c.get("checked_out")), _checked_out_fix),
+    (lambda c: bool(c.get("pooled")), _pooled_fix),
+    (lambda c: True, _raw_fix),
+)
+
+
+def _fix_for(conn: dict[str, Any], ctx: _Context) -> str:
+    return next(fix(conn, ctx) for matches, fix in _FIX_RULES if matches(conn))
 
 
 def _suggest_recycle(wait_timeout: int) -> int:
@@ -435,10 +535,12 @@ def _hazard_findings(facts: dict[str, Any], preloaded: bool) -> list[Finding]:
     return findings
 
 
-def _hook_findings(facts: dict[str, Any], preloaded: bool) -> list[Finding]:
+def _hook_findings(facts: dict[str, Any], ctx: _Context, preloaded: bool) -> list[Finding]:
     findings = []
     has_conns = bool(facts.get("connections"))
     for hook in facts.get("postfork_hooks") or []:
+        if hook.get("calls_install"):
+            findings.append(_late_install_finding(hook, ctx))
         if not hook.get("calls_dispose") or hook.get("dispose_close_false"):
             continue
         findings.append(
@@ -453,15 +555,30 @@ def _hook_findings(facts: dict[str, Any], preloaded: bool) -> list[Finding]:
                     "still holding a connection is not reached at all."
                 ),
                 fix=(
-                    "Replace the hook with forkguard.install() in the master; without forkguard "
-                    "use engine.dispose(close=False) in the hook, or dispose() in the master "
-                    "before the fork."
+                    f"{_sentence(_install(ctx))} and remove this dispose() from the hook. "
+                    "Without forkguard: dispose the engine in the master, after the import-time "
+                    "work and before the fork."
                 ),
                 location=hook.get("defined_at"),
                 data=dict(hook),
             )
         )
     return findings
+
+
+def _late_install_finding(hook: dict[str, Any], ctx: _Context) -> Finding:
+    return Finding(
+        kind="postfork-install",
+        severity="info",
+        title=f"post-fork hook {hook['name']} ({hook['source']}) calls forkguard.install()",
+        detail=(
+            "That works: each worker drops what it inherited when the hook runs. It is later "
+            "than needed, and forkguard logs a warning in every worker asking to move it."
+        ),
+        fix=f"Move it into the master: {_install(ctx)}.",
+        location=hook.get("defined_at"),
+        data=dict(hook),
+    )
 
 
 def resolve_workers(facts: dict[str, Any], override: int | None) -> tuple[int | None, str | None]:
@@ -473,35 +590,41 @@ def resolve_workers(facts: dict[str, Any], override: int | None) -> tuple[int | 
     return None, None
 
 
+def _context(facts: dict[str, Any], workers: int | None) -> _Context:
+    late = [h for h in facts.get("postfork_hooks") or [] if h.get("calls_install")]
+    return _Context(
+        master=facts.get("master") or {},
+        workers=workers,
+        django=bool(facts.get("django_databases")),
+        late_install=f"{late[0]['name']} ({late[0]['source']})" if late else None,
+    )
+
+
+def _note_findings(ctx: _Context, preloaded: bool) -> list[Finding]:
+    fix = f"Safe as it is. To preload (shared memory, fast worker starts) safely, {_install(ctx)}."
+    return [
+        Finding(
+            kind="not-preloaded" if not preloaded else "note",
+            severity="info",
+            title=note,
+            detail="Nothing the import opens is inherited by the workers." if not preloaded else "",
+            fix=fix if not preloaded else "",
+        )
+        for note in ctx.master.get("notes") or []
+    ]
+
+
 def analyze(facts: dict[str, Any], workers: int | None = None) -> Diagnosis:
     """Judge the probe's facts; ``workers`` overrides the config's worker count."""
     count, source = resolve_workers(facts, workers)
     if facts.get("import_error"):
         return Diagnosis(facts, [], count, source, "import-error", EXIT_ERROR)
-    master = facts.get("master") or {}
-    preloaded = bool(master.get("preload", True)) and bool(master.get("forks", True))
-    findings: list[Finding] = []
-    for note in master.get("notes") or []:
-        findings.append(
-            Finding(
-                kind="not-preloaded" if not preloaded else "note",
-                severity="info",
-                title=note,
-                detail=(
-                    "Nothing the import opens is inherited by the workers." if not preloaded else ""
-                ),
-                fix=(
-                    "Safe as it is. To preload (shared memory, fast worker starts) safely, "
-                    f"call forkguard.install() {_where_to_install(master)}."
-                    if not preloaded
-                    else ""
-                ),
-            )
-        )
-    for conn in facts.get("connections") or []:
-        findings.append(_connection_finding(conn, master, count))
+    ctx = _context(facts, count)
+    preloaded = bool(ctx.master.get("preload", True)) and bool(ctx.master.get("forks", True))
+    findings = _note_findings(ctx, preloaded)
+    findings += [_connection_finding(conn, ctx) for conn in facts.get("connections") or []]
     findings += _pool_findings(facts, count)
-    findings += _hook_findings(facts, preloaded)
+    findings += _hook_findings(facts, ctx, preloaded)
     findings += _hazard_findings(facts, preloaded)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings.sort(key=lambda f: order[f.severity])

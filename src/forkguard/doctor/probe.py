@@ -37,7 +37,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .. import _drivers, _origin
+from .. import _drivers, _origin, _procfs
 
 log = logging.getLogger("forkguard.doctor")
 
@@ -52,16 +52,28 @@ def _is_user(frame: types.FrameType) -> bool:
     return _origin.is_user_frame(frame)
 
 
+def _frames(frame: types.FrameType | None) -> Iterator[types.FrameType]:
+    """``frame`` and its callers, then on into the parent greenlets: SQLAlchemy's asyncio
+    engines run their sync code (pool checkouts) in a child greenlet whose stack ends there."""
+    glet = None
+    greenlet = sys.modules.get("greenlet")
+    if greenlet is not None:
+        glet = greenlet.getcurrent()
+    while True:
+        while frame is not None:
+            yield frame
+            frame = frame.f_back
+        glet = getattr(glet, "parent", None)
+        if glet is None:
+            return
+        frame = glet.gr_frame
+
+
 def _site_and_stack(skip: int = 2) -> tuple[str | None, list[str]]:
-    frame: types.FrameType | None = sys._getframe(skip)
-    site = None
-    walk = frame
-    while walk is not None:
-        if _is_user(walk):
-            site = f"{walk.f_code.co_filename}:{walk.f_lineno}"
-            break
-        walk = walk.f_back
-    stack = traceback.format_stack(frame) if frame is not None else []
+    frames = list(_frames(sys._getframe(skip)))
+    site = next((f"{f.f_code.co_filename}:{f.f_lineno}" for f in frames if _is_user(f)), None)
+    summary = traceback.StackSummary.extract((f, f.f_lineno) for f in reversed(frames))
+    stack = traceback.format_list(summary)
     # Drop the probe's own frames at the top of the stack: they are noise in a user's report.
     while stack and (_FORKGUARD_DIR in stack[0] or "<frozen runpy>" in stack[0]):
         stack.pop(0)
@@ -115,6 +127,10 @@ class Recorder:
     engine_sites: dict[int, tuple[str | None, list[str]]] = field(default_factory=dict)
     thread_sites: dict[int, tuple[str | None, list[str], str]] = field(default_factory=dict)
     engines: list[weakref.ref[Any]] = field(default_factory=list)
+    # pool record -> where in the user's code it was last checked out (who holds it now)
+    checkouts: weakref.WeakKeyDictionary[Any, tuple[str | None, list[str]]] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
     def add_connection(self, conn: Any, reconnect: Callable[[], Any] | None) -> None:
         if not self.enabled or conn is None:
@@ -161,15 +177,57 @@ def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     return connect
 
 
+def _wrap_async_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The same for a driver whose connect is a coroutine function (asyncpg, aiomysql)."""
+
+    @functools.wraps(original)
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        conn = await original(*args, **kwargs)
+        recorder.add_connection(conn, None)  # the limits are asked through the engine
+        return conn
+
+    connect.__forkguard_doctor__ = True  # type: ignore[attr-defined]
+    return connect
+
+
+# Looked up at call time: asyncpg.connect by SQLAlchemy's dialect, asyncpg.connection.connect
+# by asyncpg's own pools; aiomysql.connect() (not a coroutine) awaits connection._connect.
+_ASYNC_CONNECTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("asyncpg", ("connect",)),
+    ("asyncpg.connection", ("connect",)),
+    ("aiomysql.connection", ("_connect",)),
+)
+
+
+def _install_async_driver_hooks() -> list[str]:
+    hooked = []
+    for module_name, attrs in _ASYNC_CONNECTS:
+        module = _optional_module(module_name)
+        if module is None:
+            continue
+        for attr in attrs:
+            original = getattr(module, attr, None)
+            if original is not None and not getattr(original, "__forkguard_doctor__", False):
+                setattr(module, attr, _wrap_async_connect(original))
+        hooked.append(module_name.split(".")[0])
+    return sorted(set(hooked))
+
+
+def _optional_module(module_name: str) -> types.ModuleType | None:
+    if importlib.util.find_spec(module_name.split(".")[0]) is None:
+        return None
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:  # a broken optional driver must not stop the probe
+        log.debug("forkguard doctor: cannot import %s: %s", module_name, exc)
+        return None
+
+
 def _install_driver_hooks() -> list[str]:
     hooked = []
     for module_name, attrs in _DRIVER_CONNECTS:
-        if importlib.util.find_spec(module_name.split(".")[0]) is None:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # a broken optional driver must not stop the probe
-            log.debug("forkguard doctor: cannot import %s: %s", module_name, exc)
+        module = _optional_module(module_name)
+        if module is None:
             continue
         wrapped: dict[int, Callable[..., Any]] = {}
         for attr in attrs:
@@ -237,6 +295,8 @@ def _install_sqlalchemy_hook() -> None:
     import sqlalchemy
     import sqlalchemy.engine
     import sqlalchemy.engine.create
+    import sqlalchemy.event
+    import sqlalchemy.pool
 
     original = sqlalchemy.engine.create.create_engine
 
@@ -250,6 +310,13 @@ def _install_sqlalchemy_hook() -> None:
 
     for module in (sqlalchemy, sqlalchemy.engine, sqlalchemy.engine.create):
         module.create_engine = create_engine  # type: ignore[attr-defined]
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "checkout", _on_checkout)
+
+
+def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Every pool checkout: the line that took the connection (a Connection, a Session)."""
+    if recorder.enabled:
+        recorder.checkouts[record] = _site_and_stack(2)
 
 
 def _install_uwsgi_stub(options: dict[str, list[str]], workers: int) -> None:
@@ -534,7 +601,8 @@ def _format_address(address: Any) -> str:
 
 
 def _is_open(conn: Any) -> bool:
-    module = type(_drivers.unwrap(conn)).__module__.split(".", 1)[0]
+    conn = _drivers.unwrap(conn)
+    module = type(conn).__module__.split(".", 1)[0]
     try:
         if module in ("pymysql", "MySQLdb"):
             return bool(conn.open)
@@ -547,6 +615,10 @@ def _is_open(conn: Any) -> bool:
             return True
         if module == "mysql":
             return bool(conn.is_connected())
+        if module == "asyncpg":
+            return not bool(conn.is_closed())
+        if module == "aiomysql":
+            return not bool(conn.closed)
         return _drivers.known_fd(conn) is not None
     except Exception as exc:  # every driver raises its own error type for "closed"
         log.debug("forkguard doctor: %r looks closed: %s", conn, exc)
@@ -622,6 +694,7 @@ def _engine_facts(engine: Any) -> dict[str, Any]:
 
 
 _DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
+_ASYNC_DRIVERS = ("asyncpg", "aiomysql")
 
 
 def _family(backend: str) -> str | None:
@@ -651,27 +724,38 @@ def _server_key_for_conn(driver: str, peer: str | None) -> str | None:
         "mysql-connector-python": "mysql",
         "psycopg2": "postgresql",
         "psycopg 3": "postgresql",
+        "asyncpg": "postgresql",
+        "aiomysql": "mysql",
     }.get(driver)
     if family is None or not peer:
         return None
     return f"{family}://{peer}"
 
 
-def _sa_records() -> dict[int, tuple[Any, Any, bool]]:
-    """id(dbapi connection) -> (engine, record, checked out) for every pooled connection."""
+@dataclass
+class _Pooled:
+    engine: Any
+    record: Any
+    checked_out: bool
+
+
+def _sa_records() -> dict[int, _Pooled]:
+    """id(DB-API connection) -> its pool entry, for every pooled connection. An asyncio
+    engine pools an adapter: the driver's connection inside it is keyed too."""
     if "sqlalchemy" not in sys.modules:
         return {}
     from sqlalchemy.engine import Engine
     from sqlalchemy.pool.base import _ConnectionRecord
 
     engines = {id(e.pool): e for e in _all_engines() if isinstance(e, Engine)}
-    found: dict[int, tuple[Any, Any, bool]] = {}
+    found: dict[int, _Pooled] = {}
     for obj in gc.get_objects():
         if isinstance(obj, _ConnectionRecord) and obj.dbapi_connection is not None:
             pool = getattr(obj, "_ConnectionRecord__pool", None)
-            engine = engines.get(id(pool))
             checked_out = obj.fairy_ref is not None and obj.fairy_ref() is not None
-            found[id(obj.dbapi_connection)] = (engine, obj, checked_out)
+            entry = _Pooled(engines.get(id(pool)), obj, checked_out)
+            found[id(obj.dbapi_connection)] = entry
+            found[id(_drivers.unwrap(obj.dbapi_connection))] = entry
     return found
 
 
@@ -691,9 +775,11 @@ def _all_engines() -> list[Any]:
     return list(seen.values())
 
 
-def _forkguard_guards(conn: Any) -> bool:
+def _forkguard_guards(conn: Any, pooled: _Pooled | None) -> bool:
     from .. import _registry
 
+    if pooled is not None and _registry.lookup(pooled.record.dbapi_connection) is not None:
+        return True  # an asyncio engine's adapter is what forkguard tracks
     return _registry.lookup(conn) is not None
 
 
@@ -709,46 +795,54 @@ def _collect_connections(db_inodes: set[int]) -> list[tuple[dict[str, Any], Conn
             continue
         if not _is_open(conn):
             continue
-        fd = _fd_of(conn)
-        inode = _inode(fd)
+        entry = _connection_entry(rec, conn, pooled.get(id(conn)))
+        inode = _inode(entry["fd"])
         if inode is not None:
             db_inodes.add(inode)
-        sock = _socket_facts(fd) if fd is not None else {}
-        peer = sock.get("peer")
-        pool_entry = pooled.get(id(conn))
-        engine = pool_entry[0] if pool_entry else None
-        state = "raw DB-API connection"
-        if pool_entry is not None:
-            state = (
-                "checked out (held by a Session or Connection)" if pool_entry[2] else "idle in pool"
-            )
-        entry: dict[str, Any] = {
-            "driver": rec.driver,
-            "server": peer,
-            "server_key": (
-                _server_key_from_url(engine.url)
-                if engine is not None
-                else _server_key_for_conn(rec.driver, peer)
-            ),
-            "url": engine.url.render_as_string(hide_password=True) if engine is not None else None,
-            "engine": id(engine) if engine is not None else None,
-            "pooled": pool_entry is not None,
-            "checked_out": bool(pool_entry and pool_entry[2]),
-            "state": state,
-            "opened_at": rec.site,
-            "stack": rec.stack,
-            "phase": rec.phase,
-            "fd": fd,
-            "socket": sock,
-            "protected_by_forkguard": _forkguard_guards(conn),
-            "django_alias": _django_alias(conn),
-        }
-        if entry["django_alias"]:
-            entry["state"] = f"held by Django (connections[{entry['django_alias']!r}])"
-        if rec.driver == "sqlite3":
-            entry["server"] = "(a database file)"
         result.append((entry, rec))
     return result
+
+
+def _connection_entry(rec: ConnRecord, conn: Any, pooled: _Pooled | None) -> dict[str, Any]:
+    fd = _fd_of(conn)
+    sock = _socket_facts(fd) if fd is not None else {}
+    peer = sock.get("peer")
+    engine = pooled.engine if pooled is not None else None
+    entry: dict[str, Any] = {
+        "driver": rec.driver,
+        "server": peer,
+        "server_key": (
+            _server_key_from_url(engine.url)
+            if engine is not None
+            else _server_key_for_conn(rec.driver, peer)
+        ),
+        "url": engine.url.render_as_string(hide_password=True) if engine is not None else None,
+        "engine": id(engine) if engine is not None else None,
+        "asyncio": rec.driver in _ASYNC_DRIVERS,
+        "pooled": pooled is not None,
+        "checked_out": bool(pooled and pooled.checked_out),
+        "state": "raw DB-API connection",
+        "opened_at": rec.site,
+        "stack": rec.stack,
+        "checked_out_at": None,
+        "checkout_stack": [],
+        "phase": rec.phase,
+        "fd": fd,
+        "socket": sock,
+        "protected_by_forkguard": _forkguard_guards(conn, pooled),
+        "django_alias": _django_alias(conn),
+    }
+    if pooled is not None:
+        entry["state"] = "idle in pool"
+    if pooled is not None and pooled.checked_out:
+        entry["state"] = "checked out (held by a Session or Connection)"
+        site, stack = recorder.checkouts.get(pooled.record, (None, []))
+        entry["checked_out_at"], entry["checkout_stack"] = site, stack
+    if entry["django_alias"]:
+        entry["state"] = f"held by Django (connections[{entry['django_alias']!r}])"
+    if rec.driver == "sqlite3":
+        entry["server"] = "(a database file)"
+    return entry
 
 
 def _django_alias(conn: Any) -> str | None:
@@ -802,10 +896,15 @@ def _loop_socket_inodes() -> set[int]:
     return inodes
 
 
+def _socket_inodes() -> dict[int, int]:
+    """fd -> socket inode for every socket this process has open (Linux /proc)."""
+    return _procfs.socket_inodes() or {}
+
+
 def _collect_sockets(db_inodes: set[int]) -> list[dict[str, Any]]:
     result = []
     db_inodes = db_inodes | _loop_socket_inodes()
-    for fd, inode in sorted(_drivers._socket_inodes().items()):
+    for fd, inode in sorted(_socket_inodes().items()):
         if inode in db_inodes or fd <= 2:
             continue
         facts = _socket_facts(fd)
@@ -843,11 +942,23 @@ def _hook_facts(fn: Any, source: str) -> dict[str, Any]:
         log.debug("forkguard doctor: no source for hook %r: %s", fn, exc)
         code = ""
     fact["calls_dispose"] = ".dispose(" in code
+    fact["calls_install"] = _calls_forkguard_install(fn, code)
     fact["dispose_close_false"] = "close=False" in code
     fact["closes_sessions"] = any(
         w in code for w in ("close_all", ".remove(", "close_all_sessions")
     )
     return fact
+
+
+def _calls_forkguard_install(fn: Any, code: str) -> bool:
+    """``forkguard.install()`` (or ``forkguard.asyncio.install()``, or ``install()`` imported
+    from forkguard) in a hook's source."""
+    if "install(" not in code:
+        return False
+    if "forkguard" in code:
+        return True
+    install = getattr(fn, "__globals__", {}).get("install")
+    return str(getattr(install, "__module__", "")).startswith("forkguard")
 
 
 def _collect_postfork_hooks(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -939,6 +1050,25 @@ def _ask_server(family: str, opener: Callable[[], Any]) -> dict[str, Any]:
             log.debug("forkguard doctor: closing the limits connection failed", exc_info=True)
 
 
+def _ask_engine(family: str, engine: Any) -> dict[str, Any]:
+    def open_engine() -> Any:
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        return engine.dialect.connect(*cargs, **cparams)
+
+    if not getattr(engine.dialect, "is_async", False):
+        return _ask_server(family, open_engine)
+    # An asyncio dialect connects (and its cursors run) in a greenlet under a running loop.
+    import asyncio
+
+    from sqlalchemy.util import greenlet_spawn
+
+    try:
+        result: dict[str, Any] = asyncio.run(greenlet_spawn(_ask_server, family, open_engine))
+    except Exception as exc:
+        return {"error": f"could not ask for its limits: {type(exc).__name__}: {exc}"}
+    return result
+
+
 def _collect_servers(
     engines: list[Any], connections: list[dict[str, Any]], raw: dict[int, ConnRecord]
 ) -> dict[str, dict[str, Any]]:
@@ -947,12 +1077,7 @@ def _collect_servers(
         key = _server_key_from_url(engine.url)
         if key is None or key in servers:
             continue
-
-        def open_engine(engine: Any = engine) -> Any:
-            cargs, cparams = engine.dialect.create_connect_args(engine.url)
-            return engine.dialect.connect(*cargs, **cparams)
-
-        servers[key] = _ask_server(key.split(":", 1)[0], open_engine)
+        servers[key] = _ask_engine(key.split(":", 1)[0], engine)
     for entry in connections:
         key = entry.get("server_key")
         rec = raw.get(id(entry))
@@ -990,7 +1115,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "cwd": os.getcwd(),
     }
-    hooked = _install_driver_hooks()
+    hooked = _install_driver_hooks() + _install_async_driver_hooks()
     _install_sqlalchemy_hook()
     _install_thread_hook()
     sys.addaudithook(_audit)
@@ -1060,9 +1185,27 @@ def _close_recorded() -> None:
         if conn is None:
             continue
         try:
-            conn.close()
+            if rec.driver in _QUIT_MESSAGES:
+                _say_goodbye(rec.driver, conn)
+            else:
+                conn.close()
         except Exception as exc:
             log.debug("forkguard doctor: closing %s failed: %s", rec.driver, exc)
+
+
+# What an asyncio driver's close() sends (PostgreSQL Terminate, MySQL COM_QUIT). Its event
+# loop is closed by now, so the bytes go straight to the socket; over TLS it is just closed.
+_QUIT_MESSAGES = {"asyncpg": b"X\x00\x00\x00\x04", "aiomysql": b"\x01\x00\x00\x00\x01"}
+
+
+def _say_goodbye(driver: str, conn: Any) -> None:
+    inner = _drivers.unwrap(conn)
+    writer = getattr(inner, "_writer", None)
+    transport = getattr(inner, "_transport", None) or getattr(writer, "transport", None)
+    fd = _fd_of(inner)
+    if fd is None or transport is None or transport.get_extra_info("ssl_object") is not None:
+        return
+    os.write(fd, _QUIT_MESSAGES[driver])
 
 
 if __name__ == "__main__":

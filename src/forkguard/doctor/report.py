@@ -117,7 +117,10 @@ def _finding_lines(finding: Finding, style: Style, verbose: bool) -> list[str]:
     if finding.fix:
         lines.append(_wrap("fix: " + finding.fix, "      "))
     if verbose and finding.stack:
-        lines.append("      opened from:")
+        held = finding.data.get("checked_out_at") and finding.location == finding.data.get(
+            "checked_out_at"
+        )
+        lines.append("      held from:" if held else "      opened from:")
         lines += ["      " + ln for ln in "".join(finding.stack).rstrip().splitlines()]
     return lines
 
