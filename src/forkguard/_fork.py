@@ -209,16 +209,22 @@ def _install_uwsgi_hook() -> None:
     except ImportError:
         _chain_uwsgi_hook(uwsgi, previous)
     else:
-        _join_uwsgidecorators_chain(uwsgidecorators, previous)
+        in_worker = uwsgi.worker_id() > 0 if hasattr(uwsgi, "worker_id") else False
+        _join_uwsgidecorators_chain(uwsgidecorators, previous, first=not in_worker)
     _uwsgi_hook_registered = True
     log.debug("uWSGI post-fork hook registered")
 
 
-def _join_uwsgidecorators_chain(uwsgidecorators: Any, previous: Any) -> None:
+def _join_uwsgidecorators_chain(uwsgidecorators: Any, previous: Any, *, first: bool) -> None:
     chain = uwsgidecorators.postfork_chain
     if previous not in (None, uwsgidecorators.postfork_chain_hook) and previous not in chain:
         chain.append(previous)
-    chain.insert(0, _run_in_child)
+    if first:
+        chain.insert(0, _run_in_child)
+    else:
+        # install() inside a worker's own @postfork hook: uWSGI is iterating over this chain
+        # right now, and an insert at the front would run the current hook a second time.
+        chain.append(_run_in_child)
 
 
 def _chain_uwsgi_hook(uwsgi: Any, previous: Any) -> None:

@@ -296,11 +296,11 @@ UWSGI_DB_URL = URLS["pymysql"]
 def uwsgi_without_decorators(tmp_path: Path) -> Iterator[Callable[..., tuple[Proc, str, Path]]]:
     procs: list[Proc] = []
 
-    def start(guard: bool, block: bool = True) -> tuple[Proc, str, Path]:
+    def start(guard: bool | str, block: bool = True) -> tuple[Proc, str, Path]:
         port = free_port()
         hook_log = tmp_path / f"hook-{guard}-{block}.log"
         env = base_env(
-            FG_GUARD="1" if guard else "0",
+            FG_GUARD=guard if isinstance(guard, str) else "1" if guard else "0",
             FG_BLOCK_DECORATORS="1" if block else "0",
             FG_DB_URL=UWSGI_DB_URL,
             FG_HOOK_LOG=str(hook_log),
@@ -359,6 +359,13 @@ def test_uwsgi_without_uwsgidecorators_install_protects_and_keeps_the_users_hook
 def test_uwsgi_control_with_uwsgidecorators(uwsgi_without_decorators: Any) -> None:
     """The same app and checks with uwsgidecorators importable, as it always worked."""
     _assert_uwsgi_protected(*uwsgi_without_decorators(True, block=False), blocked=False)
+
+
+@pytest.mark.slow
+def test_uwsgi_install_inside_a_postfork_hook_runs_that_hook_once_per_worker(
+    uwsgi_without_decorators: Any,
+) -> None:
+    _assert_uwsgi_protected(*uwsgi_without_decorators("postfork", block=False), blocked=False)
 
 
 @pytest.mark.slow

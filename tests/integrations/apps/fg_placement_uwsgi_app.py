@@ -8,7 +8,8 @@ forkguard is imported. The user's own post-fork hook is set the plain way,
 ``uwsgi.post_fork_hook = ...``, before ``forkguard.install()``; it appends the worker's pid to
 FG_HOOK_LOG. Then a connection is opened at import, in the master.
 
-Environment: FG_DB_URL, FG_HOOK_LOG, FG_GUARD (1: ``forkguard.install()``, 0: nothing),
+Environment: FG_DB_URL, FG_HOOK_LOG, FG_GUARD (1: ``forkguard.install()``, 0: nothing,
+postfork: ``forkguard.install()`` inside the user's ``@postfork`` hook),
 FG_BLOCK_DECORATORS (1, the default: block ``uwsgidecorators``; 0: the control, leave it).
 """
 
@@ -33,9 +34,20 @@ def users_own_hook() -> None:
         log.write(f"{os.getpid()}\n")
 
 
-uwsgi.post_fork_hook = users_own_hook
-
 INSTALL_ERROR: str | None = None
+if os.environ.get("FG_GUARD") == "postfork":
+    # forkguard.install() inside the user's own @postfork hook (uwsgidecorators importable):
+    # the hook must still run once per worker, not twice.
+    from uwsgidecorators import postfork
+
+    @postfork
+    def users_hook_that_installs() -> None:
+        users_own_hook()
+        forkguard.install()
+
+else:
+    uwsgi.post_fork_hook = users_own_hook
+
 if os.environ.get("FG_GUARD") == "1":
     try:
         forkguard.install()
@@ -72,7 +84,7 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
             "master_session": MASTER_SESSION,
             "install_error": INSTALL_ERROR,
             "decorators_importable": DECORATORS_IMPORTABLE,
-            "stats": forkguard.stats() if os.environ.get("FG_GUARD") == "1" else None,
+            "stats": forkguard.stats() if os.environ.get("FG_GUARD") != "0" else None,
         }
     ).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
