@@ -15,6 +15,12 @@ same file runs every cell of the lab:
 * ``fsa3`` - the modern idiom, ``with app.app_context(): configure_db()``: the connection goes
   back to the pool, and the master holds a pooled (checked-in) connection.
 
+``FORKGUARD_LAB_INSTALL_AT``, where strategy ``forkguard`` calls ``forkguard.install()``:
+``import`` (default, at the top, before any engine exists) or ``postfork`` (in the server's
+post-fork hook, in every worker, after the master made its engine and connection). With
+``postfork`` the hook is registered for every strategy and does only that strategy's own work,
+so ``none`` is the same placement with a hook that does nothing.
+
 Why the app logs its own one-line error marker: the lab counts DB error kinds from the server
 logs, and one marker per failed request is exact where counting traceback lines is not.
 """
@@ -32,17 +38,23 @@ from forkguard.lab import ERROR_MARKER, STRATEGIES
 STRATEGY = os.environ.get("FORKGUARD_LAB_STRATEGY", "none")
 STYLE = os.environ.get("FORKGUARD_LAB_STYLE", "fsa2")
 DB_URL = os.environ.get("FORKGUARD_LAB_DB_URL", "")
+INSTALL_AT = os.environ.get("FORKGUARD_LAB_INSTALL_AT", "import")
+INSTALL_PLACES = ("import", "postfork")
 
 if STRATEGY not in STRATEGIES:
     raise RuntimeError(f"FORKGUARD_LAB_STRATEGY={STRATEGY!r}: expected one of {STRATEGIES}")
+if INSTALL_AT not in INSTALL_PLACES:
+    raise RuntimeError(f"FORKGUARD_LAB_INSTALL_AT={INSTALL_AT!r}: expected one of {INSTALL_PLACES}")
 if not DB_URL:
     raise RuntimeError("FORKGUARD_LAB_DB_URL is not set (the lab sets it for every cell)")
 
 if STRATEGY == "forkguard":
-    # The fix under test, used the way a user would: before any engine exists.
+    # The fix under test, used the way a user would: imported at the top and, by default,
+    # installed before any engine exists (else in the post-fork hook, see run_postfork_hook).
     import forkguard
 
-    forkguard.install()
+    if INSTALL_AT == "import":
+        forkguard.install()
 
 from flask import Flask, jsonify, request  # noqa: E402 - forkguard.install() must come first
 from flask.logging import default_handler  # noqa: E402
@@ -178,10 +190,10 @@ def write_user() -> Any:
 def fg_stats() -> Any:
     """forkguard's counters in this worker (empty for the other strategies)."""
     if STRATEGY != "forkguard":
-        return jsonify(pid=os.getpid())
+        return jsonify(pid=os.getpid(), install_at=INSTALL_AT)
     import forkguard
 
-    return jsonify(pid=os.getpid(), **forkguard.stats())
+    return jsonify(pid=os.getpid(), install_at=INSTALL_AT, **forkguard.stats())
 
 
 # --- the seed's post-fork workarounds -------------------------------------------------------
@@ -222,9 +234,16 @@ POSTFORK_HOOKS: dict[str, Callable[[], None]] = {
 def run_postfork_hook() -> None:
     """Run this strategy's post-fork hook (gunicorn's ``post_fork`` calls this).
 
+    With ``FORKGUARD_LAB_INSTALL_AT=postfork``, strategy ``forkguard`` installs forkguard here,
+    in the worker, as a user who put the call in the hook would.
+
     Exceptions propagate as they did for the seed: uWSGI prints the traceback and carries on,
     gunicorn fails the worker's boot. Both print the traceback, which the lab counts.
     """
+    if STRATEGY == "forkguard" and INSTALL_AT == "postfork":
+        import forkguard
+
+        forkguard.install()
     hook: Optional[Callable[[], None]] = POSTFORK_HOOKS.get(STRATEGY)
     if hook is not None:
         hook()
@@ -235,7 +254,7 @@ def _register_uwsgi_postfork() -> None:
         import uwsgi  # noqa: F401 - only present inside uWSGI
     except ImportError:
         return
-    if STRATEGY in POSTFORK_HOOKS:
+    if STRATEGY in POSTFORK_HOOKS or INSTALL_AT == "postfork":
         from uwsgidecorators import postfork
 
         postfork(run_postfork_hook)
