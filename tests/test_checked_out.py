@@ -88,8 +88,12 @@ def test_unprotected_child_rollback_silently_loses_the_parents_write(
 def test_scoped_session_in_transaction_at_fork(
     make_engine, table_name, drop_tables, driver, mechanism
 ):
-    """Flask-SQLAlchemy 2 style: a scoped session keeps its connection checked out."""
-    forkguard.install()
+    """Flask-SQLAlchemy 2 style: a scoped session keeps its connection checked out.
+
+    A libc fork runs no hook: the child's first ``Session.execute()`` is the first place that
+    can notice, and only with the opt-in per-statement check.
+    """
+    forkguard.install(orm_fork_check=mechanism == "ctypes")
     url = URLS[driver]
     engine = make_engine(url)
     _make_table(engine, table_name)
@@ -144,3 +148,38 @@ def test_seeds_postfork_dispose_becomes_harmless(make_engine, table_name, drop_t
     Session.commit()
     Session.remove()
     assert _ids(engine, table_name) == [2]
+
+
+def test_without_the_orm_check_a_hookless_fork_reuses_the_parents_session(make_engine):
+    """The twin of the ctypes case above: what ``orm_fork_check=True`` is for."""
+    forkguard.install()
+    url = URLS["pymysql"]
+    engine = make_engine(url)
+    Session = scoped_session(sessionmaker(bind=engine))
+    parent_session = Session.execute(sa.text(session_id_sql(url))).scalar()
+
+    def child() -> object:
+        return Session.execute(sa.text(session_id_sql(url))).scalar()
+
+    result = run_in_child(child, "ctypes")
+    assert result["ok"], result
+    assert result["value"] == parent_session  # no hook ran and nothing checked: shared socket
+    Session.remove()
+
+
+def test_no_per_statement_orm_listener_by_default():
+    from sqlalchemy.orm import Session as OrmSession
+
+    def forkguards(session: OrmSession) -> list[object]:
+        return [
+            fn
+            for fn in session.dispatch.do_orm_execute
+            if getattr(fn, "__module__", "").startswith("forkguard")
+        ]
+
+    forkguard.install()
+    assert forkguards(OrmSession()) == []
+    forkguard.install(orm_fork_check=True)
+    assert len(forkguards(OrmSession())) == 1
+    forkguard.install(orm_fork_check=False)
+    assert forkguards(OrmSession()) == []

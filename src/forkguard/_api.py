@@ -28,15 +28,23 @@ def install(
     trace: bool | None = None,
     freeze_gc: bool | None = None,
     resilient: bool | None = None,
+    orm_fork_check: bool | None = None,
 ) -> None:
     """Make every SQLAlchemy engine and Django connection in this process fork-safe.
 
-    Idempotent. Reads ``FORKGUARD_MODE``, ``FORKGUARD_TRACE``, ``FORKGUARD_FREEZE_GC`` and
-    ``FORKGUARD_RESILIENT`` first; arguments win over the environment.
+    Idempotent. Reads ``FORKGUARD_MODE``, ``FORKGUARD_TRACE``, ``FORKGUARD_FREEZE_GC``,
+    ``FORKGUARD_RESILIENT`` and ``FORKGUARD_ORM_FORK_CHECK`` first; arguments win over the
+    environment.
     """
     global _installed
     load_environment()
-    configure(mode=mode, trace=trace, freeze_gc=freeze_gc, resilient=resilient)
+    configure(
+        mode=mode,
+        trace=trace,
+        freeze_gc=freeze_gc,
+        resilient=resilient,
+        orm_fork_check=orm_fork_check,
+    )
     if settings.freeze_gc:
         _freeze.enable()
     else:

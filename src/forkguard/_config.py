@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ._errors import ConfigurationError
 
@@ -24,12 +24,19 @@ class Settings:
     the server dropped while idle (``wait_timeout``, a restart, ``KILL``) is replaced on
     checkout instead of failing the request. It costs a round trip per checkout, so it is the
     user's choice, never a default.
+
+    ``orm_fork_check`` adds a fork check to every ORM ``Session.execute()``: the one place a
+    session that held a connection across a fork that ran *no* hook (a libc ``fork()`` from C)
+    passes through before it talks. Any ``do_orm_execute`` listener makes SQLAlchemy build an
+    ``ORMExecuteState`` per statement, and no pre-fork server forks that way, so it is off
+    unless asked for.
     """
 
     mode: str = "repair"
     trace: bool = False
     freeze_gc: bool = False
     resilient: bool = False
+    orm_fork_check: bool = False
 
 
 settings = Settings()
@@ -38,8 +45,8 @@ settings = Settings()
 def reset() -> None:
     """Back to the defaults (what a process that never configured forkguard has)."""
     defaults = Settings()
-    for name in ("mode", "trace", "freeze_gc", "resilient"):
-        setattr(settings, name, getattr(defaults, name))
+    for field in fields(Settings):
+        setattr(settings, field.name, getattr(defaults, field.name))
 
 
 def check_mode(value: object, source: str = "mode") -> str:
@@ -68,7 +75,7 @@ def load_environment() -> None:
     trace = os.environ.get("FORKGUARD_TRACE")
     if trace is not None:
         settings.trace = check_flag(trace, "FORKGUARD_TRACE")
-    for name in ("freeze_gc", "resilient"):
+    for name in ("freeze_gc", "resilient", "orm_fork_check"):
         value = os.environ.get(f"FORKGUARD_{name.upper()}")
         if value is not None:
             setattr(settings, name, check_flag(value, f"FORKGUARD_{name.upper()}"))
@@ -80,6 +87,7 @@ def configure(
     trace: bool | None = None,
     freeze_gc: bool | None = None,
     resilient: bool | None = None,
+    orm_fork_check: bool | None = None,
 ) -> None:
     """Change forkguard's behaviour at run time; arguments left out keep their value."""
     if mode is not None:
@@ -90,3 +98,5 @@ def configure(
         settings.freeze_gc = check_flag(freeze_gc, "freeze_gc")
     if resilient is not None:
         settings.resilient = check_flag(resilient, "resilient")
+    if orm_fork_check is not None:
+        settings.orm_fork_check = check_flag(orm_fork_check, "orm_fork_check")

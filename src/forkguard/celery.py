@@ -28,16 +28,11 @@ def _on_worker_process_init(**kwargs: Any) -> None:
     _fork.check()
 
 
-def install(
-    *,
-    mode: str | None = None,
-    trace: bool | None = None,
-    freeze_gc: bool | None = None,
-    resilient: bool | None = None,
-) -> None:
-    """``forkguard.install()`` for a Celery worker (idempotent); call it where the app is made."""
+def install(**options: Any) -> None:
+    """``forkguard.install(**options)`` for a Celery worker (idempotent); call it where the
+    app is made. Takes exactly ``forkguard.install()``'s options."""
     global _connected
-    _install_forkguard(mode=mode, trace=trace, freeze_gc=freeze_gc, resilient=resilient)
+    _install_forkguard(**options)
     if not _connected:
         from celery.signals import worker_process_init
 

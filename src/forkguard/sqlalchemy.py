@@ -1,10 +1,11 @@
 """SQLAlchemy integration: pool events in, fork-safe engines out.
 
 Everything here goes through SQLAlchemy's own hooks: pool events (which, unlike engine or
-connection events, keep ``execute()`` on SQLAlchemy's fast path), two session events
-(``after_begin`` to know which sessions hold connections, ``do_orm_execute`` to notice a fork
-that ran no hook) and, on SQLAlchemy 2, the dialect-level ``handle_error``. Per fork, in the
-child, once the core has silenced every inherited socket:
+connection events, keep ``execute()`` on SQLAlchemy's fast path), one session event
+(``after_begin``, to know which sessions hold connections; it runs once per transaction, not
+per statement) and, on SQLAlchemy 2, the dialect-level ``handle_error``. A per-statement
+``do_orm_execute`` check for forks that ran no hook is opt-in (``orm_fork_check=True``). Per
+fork, in the child, once the core has silenced every inherited socket:
 
 1. wherever a pool record or a checked-out connection still holds an inherited connection, it
    is swapped for an :class:`~forkguard._neutralize.InheritedConnection` stand-in, so
@@ -41,6 +42,9 @@ except ImportError:  # SQLAlchemy 1.4 has no public name for a pool's connection
     from sqlalchemy.pool.base import _ConnectionRecord as _PoolRecord  # type: ignore[assignment]
 
 from . import _fork, _heap, _integration, _origin, _registry, _stats
+
+# ``forkguard.install()`` itself: every engine, made before or after it, is fork-safe.
+from ._api import install
 from ._config import settings
 from ._drivers import DEFAULT_PORTS
 from ._errors import InheritedConnectionError
@@ -258,6 +262,7 @@ def _track_session(session: Session, transaction: Any, connection: Any) -> None:
 def _on_orm_execute(orm_execute_state: Any) -> None:
     # A session can hold a connection across a fork that ran no hook (a fork from C) and use
     # it without any pool event; this is the one place such a session passes through first.
+    # Opt-in (``orm_fork_check``): any do_orm_execute listener costs every Session.execute().
     _fork.check()
 
 
@@ -439,27 +444,24 @@ def _install() -> None:
         _adopt_sessions(engines)
     for engine in list(_engines):
         _register_engine(engine)  # a later install() may have turned on ``resilient``
+    _listen_orm_execute(settings.orm_fork_check)
+
+
+def _listen_orm_execute(wanted: bool) -> None:
+    """The opt-in per-statement fork check (``orm_fork_check``; see _config.Settings)."""
+    listening = event.contains(Session, "do_orm_execute", _on_orm_execute)
+    if wanted and not listening:
+        _listen(Session, "do_orm_execute", _on_orm_execute)
+    elif listening and not wanted:
+        event.remove(Session, "do_orm_execute", _on_orm_execute)
+        _listeners.remove((Session, "do_orm_execute", _on_orm_execute))
 
 
 def _listen_sessions() -> None:
     _listen(Session, "after_begin", _track_session)
-    _listen(Session, "do_orm_execute", _on_orm_execute)
     if _SA_2:
         # A dialect-level event in 2.x: it leaves execute() on the fast path.
         _listen(Engine, "handle_error", _on_handle_error)
-
-
-def install(
-    *,
-    mode: str | None = None,
-    trace: bool | None = None,
-    freeze_gc: bool | None = None,
-    resilient: bool | None = None,
-) -> None:
-    """``forkguard.install()``: every engine, made before or after this call, is fork-safe."""
-    from ._api import install as install_forkguard
-
-    install_forkguard(mode=mode, trace=trace, freeze_gc=freeze_gc, resilient=resilient)
 
 
 def protect(engine: Any) -> Engine:

@@ -38,6 +38,9 @@ import weakref
 from typing import Any
 
 from .. import _fork, _heap, _integration, _origin, _registry, _stats
+
+# ``forkguard.install()`` itself: it installs this integration once ``django.db`` is imported.
+from .._api import install
 from .._config import settings as _fg_settings
 from .._drivers import DEFAULT_PORTS
 from .._errors import InheritedConnectionError
@@ -204,20 +207,6 @@ def after_fork_in_child(parent_pid: int) -> None:
 
 
 # ---- install / uninstall ----------------------------------------------------------------------
-
-
-def install(
-    *,
-    mode: str | None = None,
-    trace: bool | None = None,
-    freeze_gc: bool | None = None,
-    resilient: bool | None = None,
-) -> None:
-    """``forkguard.install()``, Django's connections included (idempotent)."""
-    from .._api import install as install_forkguard
-
-    install_forkguard(mode=mode, trace=trace, freeze_gc=freeze_gc, resilient=resilient)
-    _install()
 
 
 def _install() -> None:
