@@ -184,7 +184,7 @@ def test_after_fork_steps_run_in_one_fixed_order_whatever_the_install_order():
         "import django; from django.conf import settings; settings.configure(); django.setup()\n"
         "import forkguard.django, forkguard\n"
         "from forkguard import _integration\n"
-        "forkguard.django.INTEGRATION.install()\n"  # Django's first
+        "forkguard.django._INTEGRATION.install()\n"  # Django's first
         "forkguard.install()\n"
         "print([i.name for i in _integration.installed()])\n"
     )

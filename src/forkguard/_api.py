@@ -52,7 +52,7 @@ def install(
     if importlib.util.find_spec("sqlalchemy") is not None:
         from . import sqlalchemy as _sa
 
-        _sa.INTEGRATION.install()
+        _sa._INTEGRATION.install()
     _integration.discover()
     start("forkguard.install()", _origin.opening_site(2))
     if not _installed:

@@ -25,6 +25,7 @@ class Integration:
     install: Callable[[], None]
     uninstall: Callable[[], None]
     # Runs in every child after the core silenced the inherited sockets; gets the parent's pid.
+    # Each integration module keeps its instance as ``_INTEGRATION``.
     after_fork: Callable[[int], None]
 
 
@@ -56,7 +57,7 @@ def discover() -> None:
     """Install every known integration whose library is imported and that is not installed."""
     for name, library, module in KNOWN:
         if name not in _installed and library in sys.modules:
-            integration: Integration = importlib.import_module(module).INTEGRATION
+            integration: Integration = importlib.import_module(module)._INTEGRATION
             integration.install()
 
 

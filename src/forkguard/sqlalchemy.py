@@ -45,8 +45,8 @@ from . import _fork, _heap, _integration, _origin, _registry, _stats
 
 # ``forkguard.install()`` itself: every engine, made before or after it, is fork-safe.
 from ._api import install
-from ._config import settings
-from ._drivers import DEFAULT_PORTS
+from ._config import settings as _settings
+from ._drivers import DEFAULT_PORTS as _DEFAULT_PORTS
 from ._errors import InheritedConnectionError
 from ._neutralize import InheritedConnection
 
@@ -95,14 +95,14 @@ def _turn_on_pre_ping(pool: Pool) -> None:
 # ---- engines and pools ------------------------------------------------------------------------
 
 
-def safe_url(engine: Engine) -> str:
+def _safe_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
 def _register_engine(engine: Engine) -> None:
     _engines.add(engine)
     _engine_of_pool[engine.pool] = weakref.ref(engine)
-    if settings.resilient:
+    if _settings.resilient:
         _turn_on_pre_ping(engine.pool)
 
 
@@ -132,13 +132,13 @@ def _engine_for(pool: Pool | None) -> Engine | None:
 def _port_of(engine: Engine | None) -> int | None:
     if engine is None:
         return None
-    return engine.url.port or DEFAULT_PORTS.get(engine.url.get_backend_name())
+    return engine.url.port or _DEFAULT_PORTS.get(engine.url.get_backend_name())
 
 
 def _track_record(record: Any, engine: Engine | None, **extra: Any) -> None:
     _registry.track(
         record.dbapi_connection,
-        url=safe_url(engine) if engine is not None else None,
+        url=_safe_url(engine) if engine is not None else None,
         port=_port_of(engine),
         record=record,
         **extra,
@@ -154,7 +154,7 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
         record,
         _engine_for(_pool_of(record)),
         opened_at=_origin.opening_site(2),
-        stack=_origin.opening_stack(2) if settings.trace else None,
+        stack=_origin.opening_stack(2) if _settings.trace else None,
     )
 
 
@@ -177,7 +177,7 @@ def _on_checkout_checked(
 
 
 # Set where nothing is left for a checkout to catch: this process has handled its forks and no
-# pool in it can hand out a stand-in unrecycled (see after_fork_in_child). Every child reads 0
+# pool in it can hand out a stand-in unrecycled (see _after_fork). Every child reads 0
 # here until forkguard has handled its fork, however it was forked.
 _checkout_clear = _fork.ChildFlag.new()
 # Strict mode leaves stand-ins in the pools of a child, for their checkout to raise.
@@ -210,7 +210,7 @@ def _mark_checkout_clear() -> None:
     """Let checkouts skip the checked path here, once any fork of this process is handled."""
     if _checkout_clear is None:
         return
-    # A fork not handled yet is handled first: after_fork_in_child decides _stand_ins_to_refuse.
+    # A fork not handled yet is handled first: _after_fork decides _stand_ins_to_refuse.
     _fork.check()
     if not _stand_ins_to_refuse and _fork.pending_fork() is None:
         _checkout_clear.set()
@@ -271,7 +271,7 @@ def _on_orm_execute(orm_execute_state: Any) -> None:
 
 def _error_for(state: _registry.TrackedConnection) -> Callable[[], Exception]:
     def make() -> Exception:
-        strict = settings.mode == "strict"
+        strict = _settings.mode == "strict"
         if strict:
             _stats.counters.strict_violations += 1
         cls = InheritedConnectionError if strict else InheritedConnectionDisconnect
@@ -291,7 +291,7 @@ def _swap_in_stand_in(state: _registry.TrackedConnection, conn: Any) -> None:
     record.dbapi_connection = stand_in
     if fairy is not None and getattr(fairy, "dbapi_connection", None) is conn:
         fairy.dbapi_connection = stand_in
-    if settings.mode != "strict":
+    if _settings.mode != "strict":
         # SQLAlchemy's own soft invalidation: the record keeps the stand-in now and recycles it
         # (close, a no-op; then a fresh connect) at its next checkout, from whatever pool still
         # holds it (an engine's old pool, a pool without an engine). So no checkout needs to
@@ -331,21 +331,21 @@ def _replace_pools(guarded: list[Engine]) -> int:
         except Exception:
             from . import _report
 
-            _report.step_failed(f"giving {safe_url(engine)} a fresh pool")
+            _report.step_failed(f"giving {_safe_url(engine)} a fresh pool")
     return count
 
 
-def after_fork_in_child(parent_pid: int) -> None:
+def _after_fork(parent_pid: int) -> None:
     global _stand_ins_to_refuse
     inherited = [s for s in _registry.inherited() if s.record_ref is not None]
     for state in inherited:
         conn = state.connection()
         if conn is not None:
             _swap_in_stand_in(state, conn)
-    if settings.mode == "strict" and inherited:
+    if _settings.mode == "strict" and inherited:
         _stand_ins_to_refuse = True
     _mark_checkout_clear()
-    if settings.mode == "strict":
+    if _settings.mode == "strict":
         if inherited:
             log.info(
                 "pid %d inherited %d SQLAlchemy connection(s) from pid %d; strict mode will "
@@ -366,7 +366,7 @@ def after_fork_in_child(parent_pid: int) -> None:
 def _log_repair(
     inherited: list[_registry.TrackedConnection], parent_pid: int, pools: int, sessions: int
 ) -> None:
-    if settings.mode == "warn":
+    if _settings.mode == "warn":
         for state in inherited:
             log.warning(
                 "pid %d inherited a %s; forkguard neutralized it and opened a fresh pool.%s",
@@ -437,14 +437,14 @@ def _install() -> None:
             _listen(Pool, name, fn)
         _listen_sessions()
         _installed = True
-        _integration.register(INTEGRATION)
+        _integration.register(_INTEGRATION)
         _mark_checkout_clear()
         engines = _heap.instances_of(Engine)
         _adopt_engines(engines)
         _adopt_sessions(engines)
     for engine in list(_engines):
         _register_engine(engine)  # a later install() may have turned on ``resilient``
-    _listen_orm_execute(settings.orm_fork_check)
+    _listen_orm_execute(_settings.orm_fork_check)
 
 
 def _listen_orm_execute(wanted: bool) -> None:
@@ -485,7 +485,7 @@ def _protect(engine: Any) -> Engine:
         for name, fn in _POOL_EVENTS:
             _listen(sync_engine, name, fn)
         _listen_sessions()
-        _integration.register(INTEGRATION)
+        _integration.register(_INTEGRATION)
         _mark_checkout_clear()
     _adopt_engines([sync_engine])
     _adopt_sessions([sync_engine])
@@ -507,10 +507,10 @@ def uninstall() -> None:
     _engines.clear()
     _engine_of_pool.clear()
     _sessions.clear()
-    _integration.unregister(INTEGRATION.name)
+    _integration.unregister(_INTEGRATION.name)
     _installed = False
 
 
-INTEGRATION = _integration.Integration(
-    "sqlalchemy", install=_install, uninstall=uninstall, after_fork=after_fork_in_child
+_INTEGRATION = _integration.Integration(
+    "sqlalchemy", install=_install, uninstall=uninstall, after_fork=_after_fork
 )

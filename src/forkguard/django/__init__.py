@@ -42,7 +42,7 @@ from .. import _fork, _heap, _integration, _origin, _registry, _stats
 # ``forkguard.install()`` itself: it installs this integration once ``django.db`` is imported.
 from .._api import install
 from .._config import settings as _fg_settings
-from .._drivers import DEFAULT_PORTS
+from .._drivers import DEFAULT_PORTS as _DEFAULT_PORTS
 from .._errors import InheritedConnectionError
 from .._neutralize import InheritedConnection
 
@@ -67,9 +67,9 @@ def _describe(wrapper: Any) -> tuple[str, int | None]:
     vendor = str(getattr(wrapper, "vendor", "") or "")
     host = s.get("HOST") or "localhost"
     try:
-        port: int | None = int(s["PORT"]) if s.get("PORT") else DEFAULT_PORTS.get(vendor)
+        port: int | None = int(s["PORT"]) if s.get("PORT") else _DEFAULT_PORTS.get(vendor)
     except (TypeError, ValueError):
-        port = DEFAULT_PORTS.get(vendor)
+        port = _DEFAULT_PORTS.get(vendor)
     user = f"{s.get('USER')}@" if s.get("USER") else ""
     where = f"{host}:{port}" if port else str(host)
     alias = getattr(wrapper, "alias", "?")
@@ -185,7 +185,7 @@ def _let_go(wrapper: Any, state: _registry.TrackedConnection) -> None:
         )
 
 
-def after_fork_in_child(parent_pid: int) -> None:
+def _after_fork(parent_pid: int) -> None:
     """Child step: drop every inherited connection a Django wrapper holds (no IO)."""
     seen: set[int] = set()
     dropped = 0
@@ -218,7 +218,7 @@ def _install() -> None:
     connection_created.connect(_on_connection_created, dispatch_uid=_DISPATCH_UID)
     _check_before_close_old_connections()
     _installed = True
-    _integration.register(INTEGRATION)
+    _integration.register(_INTEGRATION)
     _adopt()
 
 
@@ -245,10 +245,10 @@ def uninstall() -> None:
     connection_created.disconnect(dispatch_uid=_DISPATCH_UID)
     request_started.disconnect(dispatch_uid=_REQUEST_UID)
     _wrappers.clear()
-    _integration.unregister(INTEGRATION.name)
+    _integration.unregister(_INTEGRATION.name)
     _installed = False
 
 
-INTEGRATION = _integration.Integration(
-    "django", install=_install, uninstall=uninstall, after_fork=after_fork_in_child
+_INTEGRATION = _integration.Integration(
+    "django", install=_install, uninstall=uninstall, after_fork=_after_fork
 )

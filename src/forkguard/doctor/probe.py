@@ -693,7 +693,6 @@ def _engine_facts(engine: Any) -> dict[str, Any]:
     }
 
 
-_DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
 _ASYNC_DRIVERS = ("asyncpg", "aiomysql")
 
 
@@ -710,7 +709,7 @@ def _server_key_from_url(url: Any) -> str | None:
     if family is None:
         return None
     host = url.host or "localhost"
-    port = url.port or _DEFAULT_PORTS[family]
+    port = url.port or _drivers.DEFAULT_PORTS[family]
     socket_path = url.query.get("unix_socket") or url.query.get("host")
     if socket_path and str(socket_path).startswith("/"):
         return f"{family}://{socket_path}"
@@ -984,7 +983,7 @@ def _django_databases() -> list[dict[str, Any]]:
         engine = str(cfg.get("ENGINE", ""))
         family = "mysql" if "mysql" in engine else "postgresql" if "postgres" in engine else None
         host = cfg.get("HOST") or "localhost"
-        port = cfg.get("PORT") or (_DEFAULT_PORTS[family] if family else None)
+        port = cfg.get("PORT") or (_drivers.DEFAULT_PORTS[family] if family else None)
         result.append(
             {
                 "alias": alias,

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Callable, Optional
@@ -292,10 +291,3 @@ def _drop(target: Target, dbname: str) -> None:
         log.exception(
             "could not drop %s on %s:%d; drop it by hand", dbname, target.host, target.port
         )
-
-
-def summarize_kinds(cells: list[CellResult]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for c in cells:
-        total.update(c.db_error_kinds)
-    return total
