@@ -1,6 +1,7 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   - runs `forkguard lab --quick` (the seed's app under real pre-fork servers)
-#   make test   - runs the whole test suite against the local MariaDB and PostgreSQL
+#   make test   - runs the whole test suite against the local MariaDB and PostgreSQL, then
+#                 `make peer`: SQLAlchemy's and Flask-SQLAlchemy's own tests with forkguard installed
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +12,7 @@ SA14_STAMP := $(SA14)/.installed
 CORE_TESTS := tests -m "not slow" --ignore=tests/lab --ignore=tests/doctor \
 	--ignore=tests/integrations --ignore=tests/bench --ignore=tests/faults
 
-.PHONY: venv demo test test-sa14 test-faults lint typecheck check bench services clean
+.PHONY: venv demo test test-sa14 test-faults peer lint typecheck check bench services clean
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
@@ -36,12 +37,20 @@ demo: $(STAMP)
 test: $(STAMP) $(SA14_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(SA14)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+	$(PY) tests/peer/run.py
 
 test-sa14: $(SA14_STAMP)
 	$(SA14)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
 
 test-faults: $(STAMP)
 	FG_RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest tests/faults -p no:cacheprovider
+
+# SQLAlchemy's own tests (engine: pool, reconnect, execute; orm: session, transaction) on sqlite,
+# MariaDB and PostgreSQL, and Flask-SQLAlchemy's, from the sdists of the installed versions
+# (cached in .peer/), each run plain and with forkguard installed: every test must end the same.
+# PEER_ARGS picks suites and passes pytest args, e.g. PEER_ARGS="sa-sqlite-test_pool -- -x".
+peer: $(STAMP)
+	$(PY) tests/peer/run.py $(PEER_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
@@ -59,4 +68,4 @@ services:
 	./scripts/start-services.sh
 
 clean:
-	rm -rf $(VENV) $(SA14) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SA14) .pytest_cache .mypy_cache .ruff_cache .peer

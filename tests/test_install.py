@@ -191,3 +191,15 @@ def test_after_fork_steps_run_in_one_fixed_order_whatever_the_install_order():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "['sqlalchemy', 'django']", proc.stderr
     assert [name for name, _, _ in _integration.KNOWN] == ["sqlalchemy", "django"]
+
+
+def test_install_again_restores_listeners_someone_cleared(make_engine):
+    # SQLAlchemy's own test suite clears class-level pool listeners between some tests.
+    from forkguard import sqlalchemy as fg_sa
+
+    forkguard.install()
+    sa.pool.Pool.dispatch._clear()
+    assert not sa.event.contains(sa.pool.Pool, "checkout", fg_sa._on_checkout)
+    forkguard.install()
+    assert sa.event.contains(sa.pool.Pool, "checkout", fg_sa._on_checkout)
+    assert len(fg_sa._listeners) == len(set(fg_sa._listeners))

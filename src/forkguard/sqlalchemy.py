@@ -393,7 +393,8 @@ def _log_repair(
 def _listen(target: Any, name: str, fn: Callable[..., Any]) -> None:
     if not event.contains(target, name, fn):
         event.listen(target, name, fn)
-        _listeners.append((target, name, fn))
+        if (target, name, fn) not in _listeners:
+            _listeners.append((target, name, fn))
 
 
 def _adopt_engines(engines: list[Engine]) -> None:
@@ -432,10 +433,12 @@ class _BoundTo:
 
 def _install() -> None:
     global _installed
+    # Every call: something may have cleared class-level listeners since the last one
+    # (SQLAlchemy's own test suite does, with Pool.dispatch._clear()); _listen skips present ones.
+    for name, fn in _POOL_EVENTS:
+        _listen(Pool, name, fn)
+    _listen_sessions()
     if not _installed:
-        for name, fn in _POOL_EVENTS:
-            _listen(Pool, name, fn)
-        _listen_sessions()
         _installed = True
         _integration.register(_INTEGRATION)
         _mark_checkout_clear()
