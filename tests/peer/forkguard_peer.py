@@ -10,14 +10,13 @@ difference between them is ``FORKGUARD_PEER_INSTALL=1``:
   exists, and never again;
 * SQLAlchemy's test_pool clears every class-level pool listener in PoolEventsTest's teardown
   (``Pool.dispatch._clear()``), forkguard's too, for every later test of the process; a second
-  ``forkguard.install()`` does not bring them back (only ``uninstall()`` + ``install()`` does).
+  ``forkguard.install()`` puts back whatever is missing, as a user's would.
   (test_execute's ``Engine.dispatch._clear()`` leaves forkguard's ``handle_error``, which
   SQLAlchemy files under the dialect.) After every test the plugin checks forkguard's listeners,
   and writes to the JSON file named by ``FORKGUARD_PEER_REPORT`` the first test after which each
-  one was gone. With ``FORKGUARD_PEER_REARM=1`` (run.py's default) it registers the missing ones
-  again before the next test, exactly as they were read from ``forkguard.sqlalchemy._listeners``
-  (``event.listen(target, name, fn)``, which is how forkguard registers them); with ``0`` it
-  only counts the tests that started without them.
+  one was gone. With ``FORKGUARD_PEER_REARM=1`` (run.py's default) it calls
+  ``forkguard.install()`` again before the next test; with ``0`` it only counts the tests that
+  started without them.
 """
 
 from __future__ import annotations
@@ -114,10 +113,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if not _REARM:
         _state["tests_without_all"] += 1
         return
-    from sqlalchemy import event
+    import forkguard
 
-    for target, name, fn in missing:
-        event.listen(target, name, fn)
+    forkguard.install()
     _state["rearmed"] += 1
 
 
