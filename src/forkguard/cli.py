@@ -11,7 +11,7 @@ from importlib import import_module
 
 _COMMANDS = {
     "doctor": ("forkguard.doctor.cli", "find database connections a pre-fork master would leak"),
-    "lab": ("forkguard.lab.cli", "run the seed's app under real pre-fork servers, every fix"),
+    "lab": ("forkguard.lab.cli", "reproduce the fork bug under uWSGI/gunicorn; compare every fix"),
     "bench": ("forkguard.bench.cli", "measure forkguard's cost and preloading's savings"),
     "version": ("", "print forkguard's version"),
 }

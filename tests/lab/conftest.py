@@ -11,10 +11,11 @@ import pytest
 from forkguard.lab.cli import main as lab_main
 from forkguard.lab.servers import missing_binaries_message
 
-# The cells the "must show" bullets need, as three small lab runs (each is a cross
-# product, so they are grouped to avoid running cells nobody asserts on). Cells stop after
-# --requests (about 2.5 minutes in all on an idle 2-CPU box); the budgets are only caps, set
-# loose so that a busy machine (other test suites) gives slow cells, not starved ones.
+# The cells the lab's three claims need (forkguard clean everywhere; the reported bug
+# reproduced; forkguard's workers smaller than lazy loading's), as three small lab runs: each
+# run is a cross product, so they are grouped to avoid running cells nobody asserts on. Cells
+# stop after --requests (about 2.5 minutes in all on an idle 2-CPU box); the budgets are only
+# caps, set loose so that a busy machine (other test suites) gives slow cells, not starved ones.
 RUNS = {
     "forkguard": [
         "--servers", "uwsgi,gunicorn",
@@ -23,7 +24,7 @@ RUNS = {
         "--requests", "200",
         "--budget", "240",
     ],
-    "seed": [
+    "reported_bug": [
         "--servers", "uwsgi",
         "--drivers", "pymysql,mysqlclient",
         "--strategies", "none,dispose",

@@ -1,4 +1,4 @@
-"""``forkguard.install()`` in the post-fork hook protects as well as at import (issue 17).
+"""``forkguard.install()`` in the post-fork hook protects as well as at import.
 
 One lab cell per (server, style, driver), with ``FORKGUARD_LAB_INSTALL_AT=postfork``: the app
 imports forkguard at the top but calls ``forkguard.install()`` only in the server's post-fork

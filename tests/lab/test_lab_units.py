@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
-from forkguard.lab import ERROR_MARKER, servers
+from forkguard.lab import ERROR_MARKER, STRATEGIES, STRATEGY_LABELS, servers
 from forkguard.lab.cli import main as lab_main
 from forkguard.lab.logscan import classify, scan
 from forkguard.lab.matrix import CellResult
-from forkguard.lab.report import format_table, pss_ratios, summary
+from forkguard.lab.report import _CHART_LABELS, format_table, legend, pss_ratios, summary
+from forkguard.lab.runners import POSTFORK_STRATEGIES, build_server
 
 LOG = f"""\
 spawned uWSGI worker 1 (pid: 10, cores: 1)
@@ -80,6 +83,32 @@ def test_clean_log_has_no_errors() -> None:
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert lab_main(argv) == 2
     assert capsys.readouterr().err
+
+
+def test_unknown_strategy_names_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert lab_main(["--strategies", "none,close-all"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown close-all " in err
+    assert all(name in err for name in STRATEGIES), err
+
+
+def test_build_server_rejects_an_unknown_strategy(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="close-all-and-dispose"):
+        build_server("uwsgi", "close-all", "mysql://x@127.0.0.1/x", str(tmp_path), max_requests=1)
+
+
+def test_every_strategy_has_labels_and_postfork_ones_have_a_hook() -> None:
+    assert set(STRATEGY_LABELS) == set(STRATEGIES) == set(_CHART_LABELS)
+    assert set(POSTFORK_STRATEGIES) <= set(STRATEGIES)
+    # The app's POSTFORK_HOOKS is read from its source: importing the app needs a database.
+    spec = importlib.util.find_spec("forkguard.lab.app")
+    assert spec is not None and spec.origin is not None
+    app_source = Path(spec.origin).read_text()
+    for name in POSTFORK_STRATEGIES:
+        assert f'"{name}": _' in app_source, name
+    lines = legend().splitlines()
+    for name in STRATEGIES:
+        assert any(ln.split()[:1] == [name] and STRATEGY_LABELS[name] in ln for ln in lines), name
 
 
 def test_missing_binaries_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:

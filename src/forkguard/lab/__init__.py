@@ -1,6 +1,11 @@
-"""``forkguard lab``: the seed's app under real pre-fork servers, with every known fix.
+"""``forkguard lab``: the app from the bug report under real pre-fork servers, every known fix.
 
-One module per job: :mod:`.servers` (private throwaway databases), :mod:`.app` (the seed's
+The reported app is Flask + Flask-SQLAlchemy on MySQL under uWSGI with 4 workers, failing with
+"MySQL server has gone away". The user who reported it tried ``db.engine.dispose()`` in a
+post-fork hook, then closing all sessions + ``dispose()`` + a new scoped session. The lab
+rebuilds that app and runs those fixes, the other known ones and forkguard side by side.
+
+One module per job: :mod:`.servers` (private throwaway databases), :mod:`.app` (the reported
 Flask app), :mod:`.runners` (uWSGI / gunicorn), :mod:`.load` (the client), :mod:`.logscan`
 (DB error kinds from server logs), :mod:`.matrix` (one cell, end to end), :mod:`.report`
 (table, JSON, PNG) and :mod:`.cli`.
@@ -12,11 +17,11 @@ the app (it needs a database URL and, for one strategy, installs forkguard).
 from __future__ import annotations
 
 # Columns of the matrix, in display order.
-STRATEGIES = ("none", "dispose", "seed-update", "dispose-noclose", "lazy", "forkguard")
+STRATEGIES = ("none", "dispose", "close-all-and-dispose", "dispose-noclose", "lazy", "forkguard")
 STRATEGY_LABELS = {
     "none": "none",
-    "dispose": "seed: dispose()",
-    "seed-update": "seed: close_all+dispose+new session",
+    "dispose": "the user's first fix: dispose()",
+    "close-all-and-dispose": "the user's second fix: close all sessions + dispose() + new session",
     "dispose-noclose": "SQLAlchemy: dispose(close=False)",
     "lazy": "lazy-apps / no --preload",
     "forkguard": "forkguard.install()",

@@ -1,4 +1,4 @@
-"""The seed's app, rebuilt: Flask + Flask-SQLAlchemy written the way the user wrote it.
+"""The app from the bug report, rebuilt: Flask + Flask-SQLAlchemy written the way its author did.
 
 This module is what uWSGI (``--module forkguard.lab.app:app``) and gunicorn
 (``forkguard.lab.app:app``) load. Everything is decided by environment variables so the very
@@ -8,10 +8,11 @@ same file runs every cell of the lab:
 ``FORKGUARD_LAB_STRATEGY``  one of :data:`STRATEGIES` (default ``none``)
 ``FORKGUARD_LAB_STYLE``     ``fsa2`` (default) or ``fsa3``, how the import-time setup runs:
 
-* ``fsa2`` - the seed was written for Flask-SQLAlchemy 2, where ``db.create_all()`` and queries
-  work at import with no app context. Ported to today's API that means pushing an app context
-  at import and never popping it, so the scoped session keeps its connection checked out in a
-  transaction - in the master, and in every worker forked from it. That is the seed.
+* ``fsa2`` - the reported app targets Flask-SQLAlchemy 2, where ``db.create_all()`` and queries
+  work at import with no app context. In Flask-SQLAlchemy 3's API that means pushing an app
+  context at import and never popping it, so the scoped session keeps its connection checked
+  out in a transaction - in the master, and in every worker forked from it. That inherited
+  connection is what breaks the reported app.
 * ``fsa3`` - the modern idiom, ``with app.app_context(): configure_db()``: the connection goes
   back to the pool, and the master holds a pooled (checked-in) connection.
 
@@ -87,7 +88,7 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     name = db.Column(db.String(100), nullable=False, default="")
 
     def save(self) -> bool:
-        """The seed's save(): commit, or log and roll back. True when the commit returned."""
+        """The reported app's save(): commit, or log and roll back. True if the commit returned."""
         try:
             db.session.add(self)
             db.session.commit()
@@ -106,7 +107,7 @@ class Campaign(db.Model):  # type: ignore[name-defined,misc]
 
 
 def configure_db() -> None:
-    """The seed's configure_db(): create the tables and run one query, at import."""
+    """The reported app's configure_db(): create the tables and run one query, at import."""
     db.create_all()
     User.query.filter(User.email == "nobody@fg-lab.invalid").scalar()
 
@@ -135,7 +136,11 @@ def _log_error(where: str, exc: BaseException) -> None:
 
 @app.errorhandler(Exception)
 def _on_error(exc: Exception) -> Any:
-    """Log one marker line (the seed had no handler; Flask would log a traceback instead)."""
+    """Log one marker line and answer 500, as Flask does without a handler.
+
+    The reported app has no handler; Flask's default logs a multi-line traceback instead, which
+    the lab could not count as exactly.
+    """
     _log_error(request.path, exc)
     return jsonify(error=type(exc).__name__, pid=os.getpid()), 500
 
@@ -165,7 +170,7 @@ def echo() -> Any:
 
 @app.get("/user")
 def read_user() -> Any:
-    """The seed's two read flavours, alternating."""
+    """Look a user up the reported app's two ways: ``User.query`` or ``db.session.query``."""
     email = request.args.get("email", "")
     if request.args.get("flavor") == "session":
         user = db.session.query(User).filter(User.email == email).scalar()
@@ -178,7 +183,7 @@ def read_user() -> Any:
 
 @app.post("/user")
 def write_user() -> Any:
-    """Save a new user the seed's way; 200 with the new id only when the commit returned."""
+    """Save a new user with the reported app's save(); 200 with the new id only if it committed."""
     email = request.form.get("email", "")
     user = User(email=email, name=email.split("@")[0][:100])
     if not user.save():
@@ -196,21 +201,21 @@ def fg_stats() -> Any:
     return jsonify(pid=os.getpid(), install_at=INSTALL_AT, **forkguard.stats())
 
 
-# --- the seed's post-fork workarounds -------------------------------------------------------
+# --- post-fork hooks: the user's two fixes and SQLAlchemy's recipe ----------------------------
 
 
 def _dispose() -> None:
-    """The seed's first attempt: ``@postfork def reset(): db.engine.dispose()``."""
+    """The user's first fix: ``@postfork def reset(): db.engine.dispose()``."""
     with app.app_context():
         db.engine.dispose()
 
 
-def _seed_update() -> None:
-    """The seed's update, in today's API.
+def _close_all_and_dispose() -> None:
+    """The user's second fix: close every session, dispose of the engine, new scoped session.
 
-    ``db.session.close_all()`` is ``sqlalchemy.orm.close_all_sessions()`` and
-    ``db.create_scoped_session()`` became ``db._make_scoped_session(options)`` in
-    Flask-SQLAlchemy 3.
+    Spelled in Flask-SQLAlchemy 3's API, which the lab runs: the user's
+    ``db.session.close_all()`` is ``sqlalchemy.orm.close_all_sessions()`` there, and
+    ``db.create_scoped_session()`` is ``db._make_scoped_session(options)``.
     """
     with app.app_context():
         close_all_sessions()
@@ -226,7 +231,7 @@ def _dispose_noclose() -> None:
 
 POSTFORK_HOOKS: dict[str, Callable[[], None]] = {
     "dispose": _dispose,
-    "seed-update": _seed_update,
+    "close-all-and-dispose": _close_all_and_dispose,
     "dispose-noclose": _dispose_noclose,
 }
 
@@ -237,8 +242,8 @@ def run_postfork_hook() -> None:
     With ``FORKGUARD_LAB_INSTALL_AT=postfork``, strategy ``forkguard`` installs forkguard here,
     in the worker, as a user who put the call in the hook would.
 
-    Exceptions propagate as they did for the seed: uWSGI prints the traceback and carries on,
-    gunicorn fails the worker's boot. Both print the traceback, which the lab counts.
+    Exceptions propagate, as in the reported app's hook: uWSGI prints the traceback and carries
+    on, gunicorn fails the worker's boot. Both print the traceback, which the lab counts.
     """
     if STRATEGY == "forkguard" and INSTALL_AT == "postfork":
         import forkguard

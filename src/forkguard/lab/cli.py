@@ -83,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="forkguard lab",
         description=(
-            "Rebuild the seed's app (Flask + Flask-SQLAlchemy, connection opened at import) "
-            "under uWSGI and gunicorn with 4 preforked workers, and compare every known fix "
-            "with forkguard. Starts private throwaway MariaDB/PostgreSQL servers unless --db "
-            "is given."
+            "Rebuild the app from a 'MySQL server has gone away' bug report (Flask + "
+            "Flask-SQLAlchemy, connection opened at import), run it under uWSGI and gunicorn "
+            "with 4 preforked workers, and compare every known fix side by side: the user's "
+            "two post-fork hooks (strategies dispose and close-all-and-dispose), SQLAlchemy's "
+            "dispose(close=False), lazy loading and forkguard.install(). Starts private "
+            "throwaway MariaDB/PostgreSQL servers unless --db is given."
         ),
     )
     p.add_argument(
@@ -125,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--style",
         choices=("fsa2", "fsa3"),
         default="fsa2",
-        help="fsa2 (default, the seed: app context pushed at import, session holds "
-        "its connection) or fsa3 (with app.app_context(): connection pooled)",
+        help="fsa2 (default, as in the bug report: app context pushed at import, session "
+        "holds its connection) or fsa3 (with app.app_context(): connection pooled)",
     )
     p.add_argument("--out", default="lab-results", help="output directory (default ./lab-results)")
     p.add_argument(

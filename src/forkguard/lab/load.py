@@ -64,7 +64,11 @@ def run_load(
     grace: float = 3.0,
     progress: Optional[Callable[[int], None]] = None,
 ) -> LoadResult:
-    """Send ``total`` requests from ``concurrency`` threads, stopping early at ``time_cap``."""
+    """Send ``total`` requests from ``concurrency`` threads, stopping early at ``time_cap``.
+
+    ``seed`` seeds the client threads' random number generators (which stored user a read
+    asks for), so two runs with the same seed ask the same questions.
+    """
     result = LoadResult()
     lock = threading.Lock()
     next_index = [0]

@@ -140,6 +140,7 @@ def format_table(cells: list[CellResult]) -> str:
 
 
 def legend() -> str:
+    width = max(len(k) for k in STRATEGIES)
     return "\n".join(
         [
             "HTTP err: non-200 answers (or none). DB err: DB errors in the server log during",
@@ -151,7 +152,7 @@ def legend() -> str:
             "respawn: SIGKILL a worker, time until its replacement answers a DB request",
             "('errors' = it answered with errors; 'never' = no answer within the cap).",
             "strategies:",
-            *(f"  {k:<16} {STRATEGY_LABELS[k]}" for k in STRATEGIES),
+            *(f"  {k:<{width}}  {STRATEGY_LABELS[k]}" for k in STRATEGIES),
         ]
     )
 
@@ -170,7 +171,11 @@ def pss_ratios(cells: list[CellResult]) -> list[tuple[str, str, float]]:
 
 
 def summary(cells: list[CellResult]) -> str:
-    """The verdict lines under the table: what the issue's "must show" bullets say."""
+    """The verdict lines under the table: the lab's three claims, checked on these cells.
+
+    forkguard cells are clean; ``none`` and the user's first fix (``dispose``) show the reported
+    bug; forkguard's workers need less memory than lazy loading's.
+    """
     lines = []
     fg = [c for c in cells if c.strategy == "forkguard"]
     if fg:
@@ -183,7 +188,7 @@ def summary(cells: list[CellResult]) -> str:
         group = [c for c in cells if c.strategy == strategy]
         if group:
             broken = sum(not c.clean for c in group)
-            lines.append(f"{strategy}: {broken}/{len(group)} cells show errors (the seed's bug)")
+            lines.append(f"{strategy}: {broken}/{len(group)} cells show errors (the reported bug)")
     for server, driver, ratio in pss_ratios(cells):
         lines.append(
             f"memory {server}/{driver}: forkguard workers use {ratio:.2f}x the PSS of "
@@ -207,8 +212,8 @@ def write_json(path: str, meta: dict[str, Any], cells: list[CellResult]) -> None
 
 _CHART_LABELS = {
     "none": "none",
-    "dispose": "seed:\ndispose()",
-    "seed-update": "seed's update:\nclose_all+dispose\n+new session",
+    "dispose": "user's 1st fix:\ndispose()",
+    "close-all-and-dispose": "user's 2nd fix:\nclose_all+dispose\n+new session",
     "dispose-noclose": "SQLAlchemy docs:\ndispose(close=False)",
     "lazy": "lazy-apps /\nno --preload",
     "forkguard": "forkguard\n.install()",
