@@ -121,8 +121,8 @@ def test_scoped_session_in_transaction_at_fork(
 
 
 @pytest.mark.parametrize("driver", ["pymysql", "mysqlclient"])
-def test_seeds_postfork_dispose_becomes_harmless(make_engine, table_name, drop_tables, driver):
-    """The seed's hooks, both versions, run in the child with forkguard installed."""
+def test_the_users_postfork_fixes_become_harmless(make_engine, table_name, drop_tables, driver):
+    """The user's post-fork hooks, both versions, run in the child with forkguard installed."""
     forkguard.install()
     url = URLS[driver]
     engine = make_engine(url)
@@ -132,8 +132,8 @@ def test_seeds_postfork_dispose_becomes_harmless(make_engine, table_name, drop_t
     parent_session = Session.execute(sa.text(session_id_sql(url))).scalar()
 
     def child() -> object:
-        engine.dispose()  # the seed's first @postfork
-        close_all_sessions()  # the seed's update: close_all + dispose + new scoped session
+        engine.dispose()  # the user's first @postfork fix
+        close_all_sessions()  # the user's second fix: close_all + dispose + new scoped session
         engine.dispose()
         Session.remove()
         own = Session.execute(sa.text(session_id_sql(url))).scalar()

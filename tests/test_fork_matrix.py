@@ -25,7 +25,7 @@ def _child_uses_closes_disposes_collects(engine: sa.engine.Engine, sql: str) -> 
     def child() -> dict[str, Any]:
         with engine.connect() as conn:
             own = conn.execute(sa.text(sql)).scalar()
-        engine.dispose()  # the seed's post-fork "fix": closes what the pool holds
+        engine.dispose()  # the reported app's post-fork "fix": closes what the pool holds
         gc.collect()
         return {"own": own, "stats": forkguard.stats()}
 

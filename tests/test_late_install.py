@@ -43,7 +43,7 @@ def _child_installs_then_closes(engine: sa.engine.Engine, *, install: bool) -> d
         forkguard.install()
     with engine.connect() as conn:
         session_id = conn.execute(sa.text(session_id_sql(str(engine.url)))).scalar()
-    engine.dispose()  # the seed's post-fork fix: closes every pooled connection it can see
+    engine.dispose()  # the reported app's post-fork fix: closes every pooled connection it can see
     return {"session": session_id, "stats": forkguard.stats(), "log": records.lines}
 
 

@@ -1,4 +1,4 @@
-"""A minimal preloaded WSGI app: it queries the database at import, like the seed's.
+"""A minimal preloaded WSGI app: it queries the database at import, like the reported app's.
 
 Served by the real uWSGI / gunicorn in tests/test_prefork_servers.py. FG_GUARD=1 installs
 forkguard; under uWSGI a user post-fork hook records that it still runs (chained, not replaced).
