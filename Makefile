@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(VENV)/bin/forkguard lab --quick
 
 test: $(STAMP) $(SA14_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	FORKGUARD_NO_SKIP=1 $(PY) -m pytest $(PYTEST_ARGS)
 	$(SA14)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
 	$(PY) tests/peer/run.py
 

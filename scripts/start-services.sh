@@ -10,6 +10,11 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
   echo "starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
 fi
+if command -v redis-server >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+  echo "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/fg-redis.log
+fi
 for _ in $(seq 1 60); do
   if mariadb-admin -h127.0.0.1 -uroot ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -p 5432 -q; then
     exit 0

@@ -11,6 +11,8 @@ command -v gcc >/dev/null || missing+=(gcc)
 [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing+=(mariadb-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
+# The Celery tests use Redis as broker and result backend.
+command -v redis-server >/dev/null || missing+=(redis-server)
 # The benchmark counts instructions per checkout with callgrind (machine-load independent).
 command -v valgrind >/dev/null || missing+=(valgrind)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi

@@ -100,3 +100,27 @@ def inherited_error(exc: BaseException) -> BaseException | None:
         return exc
     orig = getattr(exc, "orig", None)
     return orig if isinstance(orig, forkguard.InheritedConnectionError) else None
+
+
+# ---- nothing skips silently ---------------------------------------------------------------
+# `make test` sets FORKGUARD_NO_SKIP=1: there, a test skipped because a binary, a package or a
+# service is missing fails the run (the setup script installs everything the suite needs), and
+# the summary names each skip and its reason. Without it (a developer's partial run) skips stay
+# skips, with their reasons printed by -ra.
+NO_SKIP = os.environ.get("FORKGUARD_NO_SKIP") == "1"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not NO_SKIP or not skipped:
+        return
+    terminalreporter.section("FORKGUARD_NO_SKIP=1: skipped tests fail this run", red=True)
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        terminalreporter.write_line(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if NO_SKIP and reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
