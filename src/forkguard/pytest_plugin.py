@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import logging
 import shlex
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
 log = logging.getLogger("forkguard.doctor")
 
-_FAIL_ON = ("connections", "errors", "warnings")
+# forkguard_fail_on -> which findings fail the session.
+_FAILS: dict[str, Callable[[Any], bool]] = {
+    "connections": lambda finding: finding.kind == "inherited-connection",
+    "errors": lambda finding: finding.severity == "error",
+    "warnings": lambda finding: finding.severity in ("error", "warning"),
+}
+_FAIL_ON = tuple(_FAILS)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -103,13 +109,9 @@ def _run(config: pytest.Config, target: str) -> _Result:
     diagnosis = analyze(run.facts, args.workers)
     result.diagnosis = diagnosis
     result.report = render_text(diagnosis, spec.describe(), colour=False, verbose=False)
-    fail_on = _fail_on(config)
+    fails = _FAILS[_fail_on(config)]
     for finding in diagnosis.findings:
-        if (
-            (fail_on == "connections" and finding.kind == "inherited-connection")
-            or (fail_on == "errors" and finding.severity == "error")
-            or (fail_on == "warnings" and finding.severity in ("error", "warning"))
-        ):
+        if fails(finding):
             where = f" (at {finding.location})" if finding.location else ""
             result.failures.append(f"{finding.title}{where}")
     return result

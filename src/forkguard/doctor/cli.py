@@ -11,13 +11,15 @@ import logging
 import os
 import re
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn, TypeVar
 
 from .findings import EXIT_ERROR, analyze
 from .report import format_import_error, render_json, render_text
 from .runner import ProbeError, Spec, run_probe
 
 log = logging.getLogger("forkguard.doctor")
+
+_N = TypeVar("_N", int, float)
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -88,24 +90,23 @@ def _parser() -> _Parser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def _positive(convert: Callable[[str], _N], noun: str, bound: str) -> Callable[[str], _N]:
+    """An argparse type: ``convert`` the text, which must be more than 0."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
+_positive_int = _positive(int, "a whole number", "at least 1")
+_positive_float = _positive(float, "a number", "more than 0")
 
 
 def _is_gunicorn_config(path: str) -> bool:
@@ -113,18 +114,35 @@ def _is_gunicorn_config(path: str) -> bool:
     return name.endswith(".conf.py") or (name.startswith("gunicorn") and name.endswith(".py"))
 
 
+# What a server's config file is called in the messages.
+_CONFIG_NAMES = {"uwsgi": "uWSGI ini", "gunicorn": "gunicorn config"}
+
+
 def build_spec(args: argparse.Namespace) -> Spec:
     """Check the command line and decide how to load the target; raises UsageError."""
     base = os.path.abspath(args.chdir) if args.chdir else os.getcwd()
     if args.chdir and not os.path.isdir(base):
         raise UsageError(f"--chdir {args.chdir}: no such directory")
-
-    def existing(path: str, what: str) -> str:
-        full = os.path.join(base, path)
+    server, config, target = _what_to_load(args)
+    if server is not None and config is not None:
+        full = os.path.join(base, config)
         if not os.path.isfile(full):
-            raise UsageError(f"{what} {path!r} not found" + (f" in {base}" if args.chdir else ""))
-        return full
+            where = f" in {base}" if args.chdir else ""
+            raise UsageError(f"{_CONFIG_NAMES[server]} {config!r} not found{where}")
+        if target is not None:
+            _check_target(target, base)
+        return Spec(
+            server, target=target, config=full, chdir=args.chdir, pythonpath=args.pythonpath
+        )
+    assert target is not None  # _what_to_load
+    kind = _check_target(target, base)
+    if kind == "path":
+        target = os.path.join(base, target)
+    return Spec(kind, target=target, chdir=args.chdir, pythonpath=args.pythonpath)
 
+
+def _what_to_load(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
+    """(server, its config file, target): the server is None for a bare module or file."""
     target = args.target
     if args.config and args.uwsgi:
         raise UsageError("give either -c (gunicorn) or --uwsgi, not both")
@@ -133,39 +151,16 @@ def build_spec(args: argparse.Namespace) -> Spec:
             raise UsageError(
                 f"with --uwsgi the app comes from the ini's `module`/`wsgi-file`; drop {target!r}"
             )
-        return Spec(
-            "uwsgi",
-            config=existing(args.uwsgi, "uWSGI ini"),
-            chdir=args.chdir,
-            pythonpath=args.pythonpath,
-        )
+        return "uwsgi", args.uwsgi, None
     if args.config:
-        config = existing(args.config, "gunicorn config")
-        if target is not None:
-            _check_target(target, base)
-        return Spec(
-            "gunicorn", target=target, config=config, chdir=args.chdir, pythonpath=args.pythonpath
-        )
+        return "gunicorn", args.config, target
     if not target:
         raise UsageError("no target: give module:app, a .py file, -c gunicorn.conf.py or --uwsgi")
     if target.endswith(".ini"):
-        return Spec(
-            "uwsgi",
-            config=existing(target, "uWSGI ini"),
-            chdir=args.chdir,
-            pythonpath=args.pythonpath,
-        )
+        return "uwsgi", target, None
     if target.endswith(".py") and _is_gunicorn_config(target):
-        return Spec(
-            "gunicorn",
-            config=existing(target, "gunicorn config"),
-            chdir=args.chdir,
-            pythonpath=args.pythonpath,
-        )
-    kind = _check_target(target, base)
-    if kind == "path":
-        target = os.path.join(base, target)
-    return Spec(kind, target=target, chdir=args.chdir, pythonpath=args.pythonpath)
+        return "gunicorn", target, None
+    return None, None, target
 
 
 def _check_target(target: str, base: str) -> str:

@@ -53,14 +53,7 @@ def run_probe(
 ) -> ProbeRun:
     """Import ``spec`` in a subprocess; raises :class:`ProbeError` if that process fails."""
     cwd = os.path.abspath(spec.chdir) if spec.chdir else os.getcwd()
-    child_env = dict(os.environ if env is None else env)
-    if python is not None:
-        # Another interpreter (the app's own venv) must still find this forkguard.
-        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        child_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (here, child_env.get("PYTHONPATH", "")) if p
-        )
-    child_env.pop("FORKGUARD_MODE", None)
+    child_env = _child_env(env, python)
     with tempfile.TemporaryDirectory(prefix="forkguard-doctor-") as tmp:
         out = os.path.join(tmp, "facts.json")
         spec_json = json.dumps(asdict(spec))
@@ -95,3 +88,16 @@ def run_probe(
             facts: dict[str, Any] = json.load(fh)
     log.debug("forkguard doctor: probe for %s done: %s", spec.describe(), proc.returncode)
     return ProbeRun(facts=facts, stdout=proc.stdout, stderr=proc.stderr)
+
+
+def _child_env(env: dict[str, str] | None, python: str | None) -> dict[str, str]:
+    """The probe's environment: forkguard findable from ``python``, no FORKGUARD_MODE."""
+    child_env = dict(os.environ if env is None else env)
+    if python is not None:
+        # Another interpreter (the app's own venv) must still find this forkguard.
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (here, child_env.get("PYTHONPATH", "")) if p
+        )
+    child_env.pop("FORKGUARD_MODE", None)
+    return child_env
