@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from forkguard.bench import prefork, report
+from forkguard.bench import cli, figures, prefork, readme, report
+from forkguard.bench.orm import CASES, ORM_CONFIGS
 from forkguard.bench.prefork import VARIANTS
 
 pytestmark = pytest.mark.slow
@@ -26,6 +27,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
     out = tmp_path_factory.mktemp("bench-out")
     docs = tmp_path_factory.mktemp("bench-docs")
     home = tmp_path_factory.mktemp("home")
+    readme_copy = docs / "README.md"
+    readme_copy.write_text(f"# x\n\n{readme.START}\nold figures\n{readme.END}\n\nafter\n")
     proc = subprocess.run(
         [
             sys.executable,
@@ -38,10 +41,12 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
             str(out),
             "--docs",
             str(docs),
+            "--readme",
+            str(readme_copy),
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,
         check=False,
         env={**os.environ, "HOME": str(home)},
     )
@@ -75,6 +80,8 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
         # of what SQLAlchemy runs for any checkout listener, and nothing else of its own.
         code = bare["bytecodes"]
         assert code["noop-checkout"]["sqlalchemy"] > code["unguarded"]["sqlalchemy"]
+        # Any reset listener costs every checkin (why forkguard has none).
+        assert code["noop-reset"]["sqlalchemy"] > code["unguarded"]["sqlalchemy"]
         assert code["forkguard"]["sqlalchemy"] == code["noop-checkout"]["sqlalchemy"]
         assert 0 < code["forkguard"]["forkguard"] <= 8
         assert code["unguarded"]["forkguard"] == code["noop-checkout"]["forkguard"] == 0
@@ -94,6 +101,8 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
 
     runs = doc["prefork"]["runs"]
     pcfg = doc["prefork"]["config"]
+    # Quick: one cell (2 workers), which also runs the dispose(close=False) variant.
+    assert pcfg["dispose_workers"] == [2]
     assert [(r["server"], r["variant"]) for r in runs] == [("gunicorn", v) for v in VARIANTS]
     for run in runs:
         assert run["error"] is None, run
@@ -107,7 +116,8 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
         assert all(0 < f <= s for f, s in zip(run["respawn_fork_s"], run["respawn_s"]))
         assert run["throughput_rps"] > 0 and run["load_errors"] == 0
         assert len(run["gc_seconds"]) == 2
-        assert len(run["throughput_rounds"]) == len(run["warm_throughput_rounds"]) == 3
+        # 3 rounds asked for, rounded up to a multiple of the cell's variants.
+        assert len(run["throughput_rounds"]) == len(run["warm_throughput_rounds"]) == len(VARIANTS)
         assert run["warm_throughput_rps"] > 0 and run["load_minor_faults"] > 0
         assert run["warm_requests"] > 0 and run["warm_minor_faults"] >= 0
         assert run["warm_user_s"] > 0 and run["warm_system_s"] >= 0
@@ -124,8 +134,29 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
     # The freeze variant's workers really froze the inherited heap; the others did not.
     assert all(n > 1000 for n in by_variant["forkguard-freeze"]["gc_freeze_counts"])
     assert by_variant["forkguard"]["gc_freeze_counts"] == [0, 0]
+    # The dispose variant's post-fork hook ran once in every worker (gunicorn's post_fork).
+    assert by_variant["dispose"]["postfork_runs"] == [1, 1]
+    assert by_variant["forkguard"]["postfork_runs"] == [0, 0]
     ratios = report.prefork_ratios(doc)
     assert ratios and all(0 < r["warm_cpu_per_request"] < 10 for r in ratios)
+    dispose = figures.dispose_rows(doc)
+    assert [r["phase"] for r in dispose] == ["ready", "load", "gc", "warm"]
+    assert all(r["pss_vs_dispose"] > 0 and r["pss_vs_lazy"] > 0 for r in dispose)
+
+
+def test_results_json_has_the_orm_path(quick_run: tuple[Path, Path, str]) -> None:
+    out, _, _ = quick_run
+    orm = json.loads((out / "results.json").read_text())["orm"]
+    assert orm["configs"] == list(ORM_CONFIGS)
+    assert sorted(orm["cases"]) == sorted(CASES)
+    for name, case in orm["cases"].items():
+        assert case["clock"] == ("wall" if name in ("mariadb", "postgresql") else "cpu"), name
+        for clock in ("wall", "cpu"):
+            a = case[clock]
+            assert all(len(a["raw_ns"][c]) == 3 for c in ORM_CONFIGS), name
+            assert set(a["ratio"]) == set(ORM_CONFIGS) - {"unguarded"}
+            assert a["ratio"]["forkguard"]["median"] > 0
+            assert "median" in a["orm_check_own_ns"]
 
 
 def test_outputs_and_docs_are_written(quick_run: tuple[Path, Path, str]) -> None:
@@ -142,6 +173,39 @@ def test_outputs_and_docs_are_written(quick_run: tuple[Path, Path, str]) -> None
     assert "## Targets" in bench_md and "Hot path" in stdout
     assert "faults / request, warm" in bench_md and "*settling*" in bench_md
     assert "## Why preload?" in memory_md and "gunicorn" in memory_md
+    # Issue 18: the ORM path, forkguard against dispose(close=False), checkout as floor + own,
+    # and the new targets, each marked met, missed or n/a.
+    assert "## 1b. The ORM path" in bench_md and "ORM path" in stdout
+    for text in (bench_md, memory_md):
+        assert "forkguard against SQLAlchemy's own recipe" in text
+    for target in (
+        "ORM Session.execute(), forkguard / unguarded, sqlite",
+        "forkguard's own CPU ns over the floor",
+        "forkguard's own instructions over the floor",
+        "total PSS, forkguard / dispose(close=False) hook",
+        "private MB per worker, forkguard - dispose(close=False) hook",
+        "respawn: fork -> serving / lazy",
+        "respawn: kill -> fork",
+        "throughput (warm) / lazy, pooled median of 1 run(s)",
+        "throughput (first load, before copy-on-write settles)",
+        "worker CPU / request (warm) / lazy",
+    ):
+        assert target in bench_md, target
+    assert "respawn time / lazy" not in bench_md  # replaced by fork -> serving (18.4a)
+    # No machine claims of its own: the cores come from the run.
+    cores = json.loads((out / "results.json").read_text())["machine"]["cores_usable"]
+    assert f"this {cores}-core machine" in bench_md and "2-core" not in bench_md.replace(
+        f"this {cores}-core", ""
+    )
+    assert "about 2 µs" not in bench_md
+    # The committed copy: everything the pages need, no raw per-round samples.
+    data = (docs / "data" / "results.json").read_text()
+    assert '"raw_ns"' not in data and '"raw_ms"' not in data
+    assert report.benchmarks_md(json.loads(data)) == bench_md
+    # The README block was rewritten from the run, around the markers, nothing else.
+    text = (docs / "README.md").read_text()
+    assert text.startswith("# x\n\n" + readme.START) and text.endswith(readme.END + "\n\nafter\n")
+    assert "old figures" not in text and "Measured by `make bench`" in text
 
 
 def test_docs_regenerate_from_json(quick_run: tuple[Path, Path, str], tmp_path: Path) -> None:
@@ -166,6 +230,35 @@ def test_docs_regenerate_from_json(quick_run: tuple[Path, Path, str], tmp_path: 
     assert (regen / "benchmarks.md").read_text().startswith("# Benchmarks")
 
 
+def test_runs_pool_into_one_median(quick_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    """``--pool`` over stored runs: the throughput target becomes the median of every run's
+    paired rounds together, each run's own median is listed, and the docs say so."""
+    out, _, _ = quick_run
+    first = json.loads((out / "results.json").read_text())
+    second = json.loads(json.dumps(first))
+    for run in second["prefork"]["runs"]:
+        run["warm_throughput_rounds"] = [x * 1.5 for x in run["warm_throughput_rounds"]]
+        if run["variant"] == "lazy":
+            run["warm_throughput_rounds"] = [x / 2 for x in run["warm_throughput_rounds"]]
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, doc in zip(paths, (first, second)):
+        path.write_text(json.dumps(doc))
+    pooled = cli.pool_docs([str(p) for p in paths])
+    assert [len(e["runs"]) for e in pooled["pool"]] == [len(first["prefork"]["runs"])] * 2
+    row = next(r for r in report.prefork_ratios(pooled) if r["variant"] == "forkguard")
+    alone = next(r for r in report.prefork_ratios(first) if r["variant"] == "forkguard")
+    assert row["warm_throughput_runs"] == 2 and alone["warm_throughput_runs"] == 1
+    # Run b's forkguard / lazy pairs are twice run a's.
+    assert row["warm_throughput_per_run"][1] == pytest.approx(2 * alone["warm_throughput"])
+    bench_md = report.benchmarks_md(pooled)
+    assert "pooled median of 2 run(s)" in bench_md and "pooled over 2 full runs" in bench_md
+    # A quick run cannot be pooled with a full one.
+    second["quick"] = False
+    paths[1].write_text(json.dumps(second))
+    with pytest.raises(SystemExit):
+        cli.pool_docs([str(p) for p in paths])
+
+
 def test_docs_render_a_run_stored_before_settling(
     quick_run: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
@@ -179,7 +272,14 @@ def test_docs_render_a_run_stored_before_settling(
         for key in ("settle_s", "settle_requests", "settle_faults_per_request", "settled"):
             del run[key]
         del run["warm_user_s"], run["warm_system_s"]
+    # ... and before issue 18: no ORM path, no dispose variant, no pool, no reset count.
+    del doc["orm"], doc["machine"]["page_size"]
+    doc["prefork"]["runs"] = [r for r in doc["prefork"]["runs"] if r["variant"] != "dispose"]
+    for bare in doc["hotpath"]["bare"].values():
+        del bare["bytecodes"]["noop-reset"]
     bench_md = report.benchmarks_md(doc)
+    assert "1b. The ORM path" not in bench_md and "(not counted in this run)" in bench_md
+    assert "forkguard against SQLAlchemy's own recipe" not in bench_md
     assert "no settling (this run predates it)" in bench_md
     assert "had not settled" not in bench_md
     cow = report.cow_rows(doc)
@@ -203,3 +303,45 @@ def test_kills_sample_the_master_cycle_evenly() -> None:
     times = [prefork.kill_time(100.0, i, 4, now=102.3) for i in range(4)]
     assert [round((t - 100.0) % cycle, 3) for t in times] == [0.125, 0.375, 0.625, 0.875]
     assert all(102.3 <= t < 102.3 + cycle for t in times)
+
+
+def test_runs_option_pools_full_runs(tmp_path: Path) -> None:
+    """``--runs 2``: the pre-fork benchmark twice in one command, the first run's figures on
+    the pages and both runs' paired rounds in the throughput targets."""
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "forkguard.bench",
+            "--quick",
+            "--only",
+            "prefork",
+            "--servers",
+            "gunicorn",
+            "--runs",
+            "2",
+            "--out",
+            str(out),
+            "--docs",
+            str(docs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert [e["label"] for e in doc["pool"]] == ["run 1 of 2", "run 2 of 2"]
+    assert doc["pool"][0]["runs"] == [
+        {k: r[k] for k in figures.POOL_KEYS if k in r} for r in doc["prefork"]["runs"]
+    ]
+    row = next(r for r in report.prefork_ratios(doc) if r["variant"] == "forkguard")
+    assert row["warm_throughput_runs"] == 2 and len(row["warm_throughput_per_run"]) == 2
+    bench_md = (docs / "benchmarks.md").read_text()
+    assert "pooled median of 2 run(s)" in bench_md and "pooled over 2 full runs" in bench_md
+    # The committed copy keeps the pool, so `make docs` renders the same page from it.
+    data = json.loads((docs / "data" / "results.json").read_text())
+    assert len(data["pool"]) == 2 and report.benchmarks_md(data) == bench_md

@@ -1,8 +1,14 @@
 """``forkguard bench`` / ``python -m forkguard.bench`` / ``make bench``.
 
-Runs the in-process benchmarks (hot path, fork cost) and the pre-fork server benchmark, prints
-the tables, writes ``results.json`` and the charts to ``--out``, and (full runs, or with
-``--docs``) regenerates ``docs/benchmarks.md`` and ``docs/memory.md``.
+Runs the in-process benchmarks (hot path, ORM path, fork cost) and the pre-fork server
+benchmark, prints the tables, writes ``results.json`` and the charts to ``--out``, and (full
+runs, or with ``--docs``) regenerates ``docs/benchmarks.md``, ``docs/memory.md``,
+``docs/img/``, ``docs/data/results.json`` (the run, without its raw per-round samples) and the
+README's block between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
+
+``--runs N`` runs the pre-fork benchmark N times and pools the throughput of all N (the target
+is on the pooled median of 3); ``--pool A.json B.json ...`` pools stored runs instead, and
+``--from-json`` regenerates everything from one stored run (``make docs``).
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from . import instructions, machine, report
+from . import figures, instructions, machine, report
 from .hotpath import BACKENDS, HotPathConfig, run_forkcost, run_hotpath
-from .prefork import SERVERS, PreforkConfig, run_prefork
+from .orm import OrmConfig, run_orm
+from .prefork import PREFORK_BACKENDS, SERVERS, PreforkConfig, run_prefork
 
 log = logging.getLogger("forkguard.bench")
 
-PARTS = ("hotpath", "instructions", "fork", "prefork")
+PARTS = ("hotpath", "orm", "instructions", "fork", "prefork")
+DEFAULT_OUT = "bench-results"
+# The prefork settings runs must share to be pooled.
+POOL_MUST_MATCH = ("servers", "workers", "mb", "load_seconds", "backend")
 
 
 def _csv(value: str) -> list[str]:
@@ -34,10 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="forkguard bench",
         description="Measure forkguard's cost and preloading's savings, side by side.",
     )
-    p.add_argument("--quick", action="store_true", help="tiny sizes (about a minute)")
-    p.add_argument(
-        "--out", default="bench-results", help="results directory (default: %(default)s)"
-    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes (a few minutes)")
+    p.add_argument("--out", default=None, help=f"results directory (default: {DEFAULT_OUT})")
     p.add_argument(
         "--only", type=_csv, default=list(PARTS), help=f"comma list of {', '.join(PARTS)}"
     )
@@ -45,14 +53,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_csv, default=None, help="worker counts, e.g. 4,8")
     p.add_argument("--mb", type=float, default=None, help="the app's import-time working set")
     p.add_argument("--load-seconds", type=float, default=None)
-    p.add_argument("--rounds", type=int, default=None, help="hot path rounds")
+    p.add_argument(
+        "--prefork-backend",
+        choices=sorted(PREFORK_BACKENDS),
+        default=None,
+        help="the pre-fork app's database and driver (default: mariadb-pymysql)",
+    )
+    p.add_argument("--rounds", type=int, default=None, help="hot path and ORM rounds")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="run the pre-fork benchmark this many times and pool their throughput "
+        "(the target is on the pooled median of 3)",
+    )
+    p.add_argument(
+        "--pool",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="pool the throughput of stored runs (the first is the one the pages quote)",
+    )
     p.add_argument(
         "--docs",
         default=None,
-        help="write benchmarks.md, memory.md and img/ here (default: docs/ for a full run, "
-        "nowhere for --quick)",
+        help="write benchmarks.md, memory.md, img/ and data/results.json here (default: docs/ "
+        "for a full run, --from-json or --pool; nowhere for --quick)",
     )
     p.add_argument("--no-docs", action="store_true", help="do not write the docs")
+    p.add_argument(
+        "--readme",
+        default=None,
+        help="rewrite this README's bench block (default: README.md when the docs go to docs/)",
+    )
     p.add_argument(
         "--from-json", default=None, help="regenerate tables and docs from a results.json"
     )
@@ -60,25 +93,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _configs(args: argparse.Namespace) -> tuple[HotPathConfig, PreforkConfig]:
+def _quick_configs() -> tuple[HotPathConfig, OrmConfig, PreforkConfig]:
+    hot = HotPathConfig(
+        rounds=3, query_iterations=200, bare_iterations=3000, fork_rounds=4, micro_number=50000
+    )
+    orm = OrmConfig(
+        rounds=3,
+        statement_iterations=200,
+        session_iterations=100,
+        server_iterations=50,
+        flask_iterations=50,
+    )
+    pre = PreforkConfig(
+        workers=(2,),
+        mb=16.0,
+        first_load_requests_per_worker=50,
+        first_load_rounds=3,
+        load_seconds=1.5,
+        load_rounds=3,
+        settle_max_s=3.0,
+        respawns=1,
+    )
+    return hot, orm, pre
+
+
+def _configs(args: argparse.Namespace) -> tuple[HotPathConfig, OrmConfig, PreforkConfig]:
     if args.quick:
-        hot = HotPathConfig(
-            rounds=3, query_iterations=200, bare_iterations=3000, fork_rounds=4, micro_number=50000
-        )
-        pre = PreforkConfig(
-            workers=(2,),
-            mb=16.0,
-            first_load_requests_per_worker=50,
-            first_load_rounds=3,
-            load_seconds=1.5,
-            load_rounds=3,
-            settle_max_s=3.0,
-            respawns=1,
-        )
+        hot, orm, pre = _quick_configs()
     else:
-        hot, pre = HotPathConfig(), PreforkConfig()
+        hot, orm, pre = HotPathConfig(), OrmConfig(), PreforkConfig()
     if args.rounds:
-        hot.rounds = args.rounds
+        hot.rounds = orm.rounds = args.rounds
     if args.servers:
         bad = set(args.servers) - set(SERVERS)
         if bad:
@@ -86,11 +131,15 @@ def _configs(args: argparse.Namespace) -> tuple[HotPathConfig, PreforkConfig]:
         pre.servers = tuple(args.servers)
     if args.workers:
         pre.workers = tuple(int(w) for w in args.workers)
+    # forkguard against dispose(close=False): in the cells of the smallest worker count.
+    pre.dispose_workers = (min(pre.workers),)
     if args.mb:
         pre.mb = args.mb
     if args.load_seconds:
         pre.load_seconds = args.load_seconds
-    return hot, pre
+    if args.prefork_backend:
+        pre.backend = args.prefork_backend
+    return hot, orm, pre
 
 
 def _instructions(quick: bool) -> dict[str, Any]:
@@ -103,28 +152,114 @@ def _instructions(quick: bool) -> dict[str, Any]:
     return instructions.run_instructions()
 
 
-def _docs_dir(args: argparse.Namespace) -> Optional[str]:
+def _docs_dir(args: argparse.Namespace, stored: bool) -> Optional[str]:
     if args.no_docs:
         return None
     if args.docs:
         return str(args.docs)
-    if args.quick:
+    if args.quick and not stored:
         return None
     return "docs" if os.path.isdir("docs") else None
 
 
-def _emit(doc: dict[str, Any], out: str, docs_dir: Optional[str]) -> None:
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "results.json"), "w") as fh:
-        json.dump(doc, fh, indent=1, sort_keys=True)
-    with open(os.path.join(out, "summary.txt"), "w") as fh:
-        fh.write(report.terminal(doc) + "\n")
-    written = report.charts(doc, out)
+def _readme(args: argparse.Namespace, docs_dir: Optional[str]) -> Optional[str]:
+    if args.readme:
+        return str(args.readme)
+    if docs_dir == "docs" and os.path.isfile("README.md"):
+        return "README.md"
+    return None
+
+
+def _emit(
+    doc: dict[str, Any], out: Optional[str], docs_dir: Optional[str], readme: Optional[str]
+) -> None:
     print(report.terminal(doc))
-    print(f"\nresults: {os.path.join(out, 'results.json')}; charts: {', '.join(written)}")
+    if out:
+        report.write_json(doc, os.path.join(out, "results.json"))
+        with open(os.path.join(out, "summary.txt"), "w") as fh:
+            fh.write(report.terminal(doc) + "\n")
+        written = report.charts(doc, out)
+        print(f"\nresults: {os.path.join(out, 'results.json')}; charts: {', '.join(written)}")
     if docs_dir:
-        for path in report.write_docs(doc, docs_dir):
+        for path in report.write_docs(doc, docs_dir, readme):
             print(f"wrote {path}")
+
+
+def _load(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            loaded: dict[str, Any] = json.load(fh)
+    except FileNotFoundError:
+        raise SystemExit(f"forkguard bench: no {path} (run `make bench` first)") from None
+    return loaded
+
+
+def pool_docs(paths: Sequence[str]) -> dict[str, Any]:
+    """The first stored run, with the throughput of every run (theirs pooled too) in
+    ``doc["pool"]``. Runs must share their pre-fork settings and be all quick or all full."""
+    docs = [_load(p) for p in paths]
+    base = docs[0]
+    want = {k: base.get("prefork", {}).get("config", {}).get(k) for k in POOL_MUST_MATCH}
+    for path, doc in zip(paths, docs):
+        have = {k: doc.get("prefork", {}).get("config", {}).get(k) for k in POOL_MUST_MATCH}
+        if have != want or doc.get("quick") != base.get("quick"):
+            raise SystemExit(f"forkguard bench: {path} cannot be pooled with {paths[0]}: {have}")
+    pool: list[dict[str, Any]] = []
+    for path, doc in zip(paths, docs):
+        for entry in figures.pool_entries(doc):
+            pool.append({**entry, "label": f"{path}: {entry.get('label')}"})
+    base["pool"] = pool
+    return base
+
+
+def _run_prefork(cfg: PreforkConfig, runs: int, doc: dict[str, Any]) -> bool:
+    """The pre-fork benchmark ``runs`` times: the first is ``doc["prefork"]``, and all of them
+    are pooled in ``doc["pool"]`` (with more than one). True if any failed."""
+    pool = []
+    failed = False
+    for i in range(max(1, runs)):
+        if runs > 1:
+            log.info("prefork: full run %d of %d", i + 1, runs)
+        date = machine.describe()["date"]
+        result = run_prefork(cfg)
+        if i == 0:
+            doc["prefork"] = result
+        pool.append(figures.pool_entry(result, f"run {i + 1} of {runs}", date))
+        failed = failed or any(r.get("error") for r in result["runs"])
+    if runs > 1:
+        doc["pool"] = pool
+    return failed
+
+
+def _measure(args: argparse.Namespace, doc: dict[str, Any]) -> bool:
+    """Every part asked for, into ``doc``; True if something failed."""
+    hot_cfg, orm_cfg, pre_cfg = _configs(args)
+    backends = list(BACKENDS)
+    try:
+        if "hotpath" in args.only:
+            doc["hotpath"] = run_hotpath(hot_cfg, backends)
+        if "orm" in args.only:
+            doc["orm"] = run_orm(orm_cfg, backends)
+        if "instructions" in args.only:
+            doc["instructions"] = _instructions(bool(args.quick))
+        if "fork" in args.only:
+            doc["forkcost"] = run_forkcost(hot_cfg, backends)
+        if "prefork" in args.only:
+            return _run_prefork(pre_cfg, args.runs, doc)
+    except Exception:
+        log.exception("forkguard bench failed")
+        return True
+    return False
+
+
+def _stored(args: argparse.Namespace) -> int:
+    doc = pool_docs(args.pool) if args.pool else _load(args.from_json)
+    docs_dir = _docs_dir(args, stored=True)
+    if doc.get("quick") and not args.docs:
+        log.warning("a --quick run: not publishing it to docs/ (pass --docs DIR to render it)")
+        docs_dir = None
+    _emit(doc, args.out, docs_dir, _readme(args, docs_dir))
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -137,16 +272,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # forkguard's own INFO line per fork would flood the output of the fork benchmark.
     logging.getLogger("forkguard").setLevel(logging.WARNING)
     logging.getLogger("forkguard.bench").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if args.from_json:
-        with open(args.from_json) as fh:
-            stored: dict[str, Any] = json.load(fh)
-        _emit(stored, os.path.dirname(os.path.abspath(args.from_json)), _docs_dir(args) or "docs")
-        return 0
+    if args.from_json or args.pool:
+        return _stored(args)
     unknown = set(args.only) - set(PARTS)
     if unknown:
         print(f"forkguard bench: unknown part(s) {sorted(unknown)}; use {PARTS}", file=sys.stderr)
         return 2
-    hot_cfg, pre_cfg = _configs(args)
     t0 = time.monotonic()
     doc: dict[str, Any] = {
         "command": " ".join(["python -m forkguard.bench", *argv]),
@@ -154,24 +285,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "machine": machine.describe(),
     }
     log.info("machine: %s", machine.one_line(doc["machine"]))
-    backends = list(BACKENDS)
-    failed = False
-    try:
-        if "hotpath" in args.only:
-            doc["hotpath"] = run_hotpath(hot_cfg, backends)
-        if "instructions" in args.only:
-            doc["instructions"] = _instructions(bool(args.quick))
-        if "fork" in args.only:
-            doc["forkcost"] = run_forkcost(hot_cfg, backends)
-        if "prefork" in args.only:
-            doc["prefork"] = run_prefork(pre_cfg)
-            failed = any(r.get("error") for r in doc["prefork"]["runs"])
-    except Exception:
-        log.exception("forkguard bench failed")
-        failed = True
+    failed = _measure(args, doc)
     doc["duration_s"] = time.monotonic() - t0
     doc["load_at_end"] = machine.load_average()
-    _emit(doc, args.out, None if failed else _docs_dir(args))
+    docs_dir = None if failed else _docs_dir(args, stored=False)
+    _emit(doc, args.out or DEFAULT_OUT, docs_dir, _readme(args, docs_dir))
     if failed:
         print(
             "forkguard bench: some measurements failed (see the log); docs not written",

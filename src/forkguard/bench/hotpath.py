@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
 import forkguard
@@ -69,23 +70,63 @@ def _noop_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     return None
 
 
+def _noop_orm_execute(orm_execute_state: Any) -> None:
+    return None
+
+
+def _noop_reset(*args: Any) -> None:
+    return None
+
+
+# The do-nothing listeners, one per configuration that adds one: what any library listening to
+# that event costs before its own first line runs (the floor under forkguard's listener).
+NOOP_LISTENERS: dict[str, tuple[Any, str, Callable[..., None]]] = {
+    "noop-checkout": (Pool, "checkout", _noop_checkout),
+    "noop-orm": (Session, "do_orm_execute", _noop_orm_execute),
+    "noop-reset": (Pool, "reset", _noop_reset),
+}
+# forkguard.install() as a user calls it (orm_fork_check off, the default), and with the opt-in
+# per-statement fork check; passed explicitly, as settings outlive uninstall().
+FORKGUARD_CONFIGS = {"forkguard": False, "forkguard-orm-check": True}
+
+
 def _set_config(name: str) -> None:
-    """Exactly one configuration's listeners on ``Pool``."""
+    """Exactly one configuration's listeners on ``Pool`` and ``Session``."""
     forkguard.uninstall()
-    if event.contains(Pool, "checkout", _noop_checkout):
-        event.remove(Pool, "checkout", _noop_checkout)
-    if name == "forkguard":
-        forkguard.install()
-    elif name == "noop-checkout":
-        event.listen(Pool, "checkout", _noop_checkout)
+    for target, event_name, fn in NOOP_LISTENERS.values():
+        if event.contains(target, event_name, fn):
+            event.remove(target, event_name, fn)
+    if name in FORKGUARD_CONFIGS:
+        forkguard.install(orm_fork_check=FORKGUARD_CONFIGS[name])
+    elif name in NOOP_LISTENERS:
+        event.listen(*NOOP_LISTENERS[name])
     elif name != "unguarded":
         raise ValueError(f"unknown configuration {name!r}")
 
 
 def _assert_config(engine: sa.engine.Engine, name: str) -> None:
-    has_listener = bool(engine.pool.dispatch.checkout)
-    if has_listener != (name != "unguarded") or forkguard.is_installed() != (name == "forkguard"):
-        raise RuntimeError(f"benchmark configuration {name!r} is not in effect")
+    """The listeners really in effect are this configuration's, and no other's."""
+    probe = Session()
+    try:
+        found = (
+            bool(engine.pool.dispatch.checkout),
+            bool(engine.pool.dispatch.reset),
+            bool(probe.dispatch.do_orm_execute),
+            forkguard.is_installed(),
+        )
+    finally:
+        probe.close()
+    wanted = (
+        name in ("noop-checkout", *FORKGUARD_CONFIGS),
+        name == "noop-reset",
+        name in ("noop-orm", "forkguard-orm-check"),
+        name in FORKGUARD_CONFIGS,
+    )
+    if found != wanted:
+        raise RuntimeError(
+            f"benchmark configuration {name!r} is not in effect: (checkout, reset, "
+            f"do_orm_execute listeners, installed) = {found}, expected {wanted}"
+        )
 
 
 Sample = tuple[float, float]  # (wall ns per op, this thread's CPU ns per op)
@@ -110,6 +151,33 @@ def _bare_round(engine: sa.engine.Engine, n: int) -> Sample:
     return (time.perf_counter_ns() - t0) / n, (time.thread_time_ns() - c0) / n
 
 
+def interleave(
+    fn: Callable[[int], Sample],
+    n: int,
+    rounds: int,
+    configs: Sequence[str],
+    check: Callable[[str], None],
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per configuration, the wall and the CPU ns per op of every round.
+
+    Each round runs every configuration back to back, in an order rotated every round; before
+    each, ``check`` confirms the configuration's listeners are really in effect."""
+    wall: dict[str, list[float]] = {c: [] for c in configs}
+    cpu: dict[str, list[float]] = {c: [] for c in configs}
+    try:
+        for r in range(rounds):
+            for name in rotation(configs, r):
+                _set_config(name)
+                check(name)
+                fn(max(10, n // 20))  # warm up this configuration's code paths
+                w, c = fn(n)
+                wall[name].append(w)
+                cpu[name].append(c)
+    finally:
+        _set_config("unguarded")
+    return wall, cpu
+
+
 def _interleave(
     engine: sa.engine.Engine,
     fn: Callable[[sa.engine.Engine, int], Sample],
@@ -117,19 +185,9 @@ def _interleave(
     rounds: int,
     configs: Sequence[str],
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per configuration, the wall and the CPU ns per op of every round."""
-    wall: dict[str, list[float]] = {c: [] for c in configs}
-    cpu: dict[str, list[float]] = {c: [] for c in configs}
-    for r in range(rounds):
-        for name in rotation(configs, r):
-            _set_config(name)
-            _assert_config(engine, name)
-            fn(engine, max(10, n // 20))  # warm up this configuration's code paths
-            w, c = fn(engine, n)
-            wall[name].append(w)
-            cpu[name].append(c)
-    _set_config("unguarded")
-    return wall, cpu
+    return interleave(
+        lambda k: fn(engine, k), n, rounds, configs, lambda name: _assert_config(engine, name)
+    )
 
 
 def _analyse(per_config: dict[str, list[float]]) -> dict[str, Any]:
@@ -235,7 +293,10 @@ def run_hotpath(cfg: HotPathConfig, backends: Sequence[str]) -> dict[str, Any]:
             )
             b = _analyse(cpu)
             b["wall"] = _analyse(wall)
-            b["bytecodes"] = {c: bytecodes_per_checkout(bare.pool, c) for c in BARE_CONFIGS}
+            # noop-reset: what any ``reset`` listener adds to every checkin (counted, not timed).
+            b["bytecodes"] = {
+                c: bytecodes_per_checkout(bare.pool, c) for c in (*BARE_CONFIGS, "noop-reset")
+            }
             result["bare"][backend] = b
         finally:
             _set_config("unguarded")

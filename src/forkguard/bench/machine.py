@@ -84,6 +84,7 @@ def describe() -> dict[str, Any]:
         "cores": os.cpu_count() or 0,
         "cores_usable": len(os.sched_getaffinity(0)),
         "mem_total_mb": _mem_total_mb(),
+        "page_size": os.sysconf("SC_PAGE_SIZE"),
         "kernel": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "executable": sys.executable,

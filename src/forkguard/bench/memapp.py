@@ -6,15 +6,21 @@ What uWSGI (``--module forkguard.bench.memapp:app``) and gunicorn
 ``FG_BENCH_DB_URL``     SQLAlchemy URL (required)
 ``FG_BENCH_TABLE``      the users table (the harness creates it; name starts with ``fg_bench_``)
 ``FG_BENCH_MB``         size of the import-time working set in MB (default 300)
-``FG_BENCH_GUARD``      ``forkguard`` to call ``forkguard.install()`` first thing, else ``none``
+``FG_BENCH_GUARD``      ``forkguard`` to call ``forkguard.install()`` first thing; ``dispose`` for
+                        no forkguard and SQLAlchemy's recipe in a post-fork hook
+                        (``engine.dispose(close=False)``: uWSGI ``@postfork`` here, gunicorn's
+                        ``post_fork`` server hook calls :func:`dispose_after_fork`); else ``none``
 ``FORKGUARD_FREEZE_GC`` ``1`` for the freeze variant (read by ``forkguard.install()``)
+``FG_BENCH_IMPORT_SESSION`` ``open`` (default: the import-time transaction stays open, as the
+                        reported app's did) or ``closed`` (the session is closed at import)
 
 The working set is what a real app holds after import: about 850k rows per 300 MB, each a
 dict with a string, an int, a float and a small list - all container objects the cyclic GC
 tracks (a list is never untracked), so a full collection in a worker touches every one of them
 unless they are frozen. At import the app also runs a query through Flask-SQLAlchemy the way
-the seed did (an app context pushed at import and never popped: the master holds a checked-out
-connection in a transaction), so a preloaded master really does hand its workers a connection.
+the reported app did (an app context pushed at import and never popped: the master holds a
+checked-out connection in a transaction), so a preloaded master really does hand its workers a
+connection.
 
 Endpoints: the lab load's ``/echo``, ``/user`` (GET and POST) and ``/health``, plus
 ``/gc`` (one full ``gc.collect()`` in the worker that serves it). Every request also reads a
@@ -36,8 +42,8 @@ if GUARD == "forkguard":
     import forkguard
 
     forkguard.install()
-elif GUARD != "none":
-    raise RuntimeError(f"FG_BENCH_GUARD={GUARD!r}: expected forkguard or none")
+elif GUARD not in ("none", "dispose"):
+    raise RuntimeError(f"FG_BENCH_GUARD={GUARD!r}: expected forkguard, dispose or none")
 
 from flask import Flask, jsonify, request  # noqa: E402 - forkguard.install() comes first
 from flask_sqlalchemy import SQLAlchemy  # noqa: E402
@@ -105,10 +111,42 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     name = db.Column(db.String(100), nullable=False, default="")
 
 
-# The seed's import-time setup: an app context pushed and never popped, one query.
+# The reported app's import-time setup: an app context pushed and never popped, one query - whose
+# transaction stays open, holding a connection across the fork, unless
+# FG_BENCH_IMPORT_SESSION=closed (the dispose variant: SQLAlchemy's recipe covers the pool only).
 app.app_context().push()
 User.query.filter(User.email == "nobody@fg-bench.invalid").scalar()
+IMPORT_SESSION = os.environ.get("FG_BENCH_IMPORT_SESSION", "open")
+if IMPORT_SESSION == "closed":
+    db.session.close()
+elif IMPORT_SESSION != "open":
+    raise RuntimeError(f"FG_BENCH_IMPORT_SESSION={IMPORT_SESSION!r}: expected open or closed")
 IMPORT_SECONDS = time.monotonic() - t_start
+ENGINE = db.engine
+POSTFORK_RUNS = 0
+
+
+def dispose_after_fork() -> None:
+    """SQLAlchemy's documented recipe, in a worker right after the fork: a fresh pool, the
+    inherited connections left alone (the one the import-time session holds stays with it)."""
+    global POSTFORK_RUNS
+    if GUARD == "dispose":
+        ENGINE.dispose(close=False)
+        POSTFORK_RUNS += 1
+
+
+def _register_uwsgi_postfork() -> None:
+    try:
+        import uwsgi  # noqa: F401 - only present inside uWSGI
+    except ImportError:
+        return
+    if GUARD == "dispose":
+        from uwsgidecorators import postfork
+
+        postfork(dispose_after_fork)
+
+
+_register_uwsgi_postfork()
 
 
 @app.before_request
@@ -133,6 +171,7 @@ def health() -> Any:
         rows=len(DATA),
         import_seconds=IMPORT_SECONDS,
         freeze_count=gc.get_freeze_count(),
+        postfork_runs=POSTFORK_RUNS,
     )
 
 

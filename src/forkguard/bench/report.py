@@ -1,30 +1,55 @@
 """Turn ``results.json`` into the terminal table, the PNG charts and the two docs pages.
 
-Everything printed or written is computed from the JSON alone, so the docs can be regenerated
-from a stored run (``python -m forkguard.bench --from-json bench-results/results.json``).
+Everything printed or written is computed from the JSON alone (figures in :mod:`.figures`,
+targets in :mod:`.targets`, the newer sections' words in :mod:`.prose`), so the docs can be
+regenerated from a stored run: ``make docs`` renders them, and the README's bench block, from
+the committed ``docs/data/results.json``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
+from . import prose
+from . import readme as readme_block
+from .figures import (
+    cells,
+    find_run,
+    md_table,
+    orm_case,
+    per_request,
+    prefork_ratios,
+    respawn_parts,
+    variants_in,
+)
+from .figures import fmt as _f
+from .figures import mb as _mb
+from .figures import mem as _mem
+from .figures import ratio as _ratio
+from .figures import runs_of as _runs
 from .machine import one_line
-from .prefork import VARIANT_LABELS, VARIANTS
-from .timing import median, paired_ratios, quartiles
+from .prefork import VARIANT_LABELS
+from .targets import HOT_TARGET, TARGET_HEADER, target_rows, targets
+
+__all__ = [
+    "benchmarks_md",
+    "charts",
+    "cow_rows",
+    "md_table",
+    "memory_md",
+    "prefork_ratios",
+    "target_rows",
+    "targets",
+    "terminal",
+    "write_docs",
+]
 
 log = logging.getLogger("forkguard.bench")
 
-HOT_TARGET = 1.02
-BARE_TARGET_NS = 1000.0
-PSS_TARGET = 0.5
-RESPAWN_TARGET = 0.2
-THROUGHPUT_TARGET = 1.0
-FREEZE_GC_TARGET = 0.6
-FREEZE_THROUGHPUT_TARGET = 0.95
 TIMES = "\u00d7"
 nan = float("nan")
 HOT_HEADER = (
@@ -37,223 +62,12 @@ HOT_HEADER = (
     "client CPU ratio",
     "client CPU ns added",
 )
+DATA_JSON = "data/results.json"  # under the docs directory
 IMG_OVERVIEW = "bench-overview.png"
 IMG_MEMORY = "bench-memory.png"
 
 
-# ---- figures derived from the runs ---------------------------------------------------------
-
-
-def _runs(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = doc.get("prefork", {}).get("runs", [])
-    return runs
-
-
-def find_run(
-    doc: dict[str, Any], server: str, workers: int, variant: str
-) -> Optional[dict[str, Any]]:
-    for run in _runs(doc):
-        if (run["server"], run["workers"], run["variant"]) == (server, workers, variant):
-            return run if not run.get("error") else None
-    return None
-
-
-def _mem(run: Optional[dict[str, Any]], phase: str, key: str = "pss_kb") -> float:
-    if run is None or phase not in run.get("memory", {}):
-        return float("nan")
-    return float(run["memory"][phase][key])
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
-
-
-def _throughput_ratio(
-    run: Optional[dict[str, Any]], lazy: Optional[dict[str, Any]], key: str = "throughput_rounds"
-) -> tuple[float, float, float]:
-    """Median and quartiles of the per-round ratios (the rounds are interleaved)."""
-    if run is None or lazy is None:
-        return nan, nan, nan
-    pairs = paired_ratios(run.get(key, []), lazy.get(key, []))
-    if not pairs:
-        return nan, nan, nan
-    q1, q3 = quartiles(pairs)
-    return median(pairs), q1, q3
-
-
-def _respawn_parts(run: Optional[dict[str, Any]]) -> tuple[float, float]:
-    """Medians over the kills of (kill -> replacement forked, fork -> serving), in seconds.
-
-    Runs stored before the fork was timed have neither: nan.
-    """
-    if run is None or not run.get("respawn_fork_s"):
-        return nan, nan
-    forks = [float(x) for x in run["respawn_fork_s"]]
-    after = [float(s) - float(f) for s, f in zip(run["respawn_s"], forks)]
-    return median(forks), median(after)
-
-
-def _per_request(amount: float, requests: float) -> float:
-    return amount / requests if requests > 0 else float("nan")
-
-
-def _warm_cpu_per_request(run: Optional[dict[str, Any]]) -> float:
-    """The workers' CPU seconds (user + system) per request in the warm load; nan if unknown."""
-    if not run or "warm_user_s" not in run:
-        return float("nan")
-    return _per_request(run["warm_user_s"] + run["warm_system_s"], run.get("warm_requests", 0))
-
-
-def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (server, workers, variant != lazy): every figure as a ratio to lazy."""
-    out: list[dict[str, Any]] = []
-    cfg = doc.get("prefork", {}).get("config", {})
-    for server in cfg.get("servers", []):
-        for workers in cfg.get("workers", []):
-            lazy = find_run(doc, server, workers, "lazy")
-            for variant in VARIANTS[1:]:
-                run = find_run(doc, server, workers, variant)
-                row: dict[str, Any] = {"server": server, "workers": workers, "variant": variant}
-                for phase in ("ready", "load", "gc", "warm"):
-                    row[f"pss_{phase}"] = _ratio(_mem(run, phase), _mem(lazy, phase))
-                    row[f"workers_pss_{phase}"] = _ratio(
-                        _mem(run, phase, "workers_pss_kb"), _mem(lazy, phase, "workers_pss_kb")
-                    )
-                    row[f"uss_{phase}"] = _ratio(
-                        _mem(run, phase, "uss_kb"), _mem(lazy, phase, "uss_kb")
-                    )
-                row["startup"] = _ratio(
-                    run["startup_s"] if run else float("nan"),
-                    lazy["startup_s"] if lazy else float("nan"),
-                )
-                row["respawn"] = _ratio(
-                    float(run["respawn_median_s"])
-                    if run and run["respawn_median_s"]
-                    else float("nan"),
-                    float(lazy["respawn_median_s"])
-                    if lazy and lazy["respawn_median_s"]
-                    else float("nan"),
-                )
-                # None for runs stored before settling existed.
-                row["settled"] = run.get("settled") if run else None
-                row["respawn_parts"] = parts = (_respawn_parts(run), _respawn_parts(lazy))
-                row["respawn_after_fork"] = _ratio(parts[0][1], parts[1][1])
-                for key, rounds in (
-                    ("throughput", "throughput_rounds"),
-                    ("warm_throughput", "warm_throughput_rounds"),
-                ):
-                    row[key], row[f"{key}_q1"], row[f"{key}_q3"] = _throughput_ratio(
-                        run, lazy, rounds
-                    )
-                # Whole-load totals, not per-round pairs: the workers' CPU counters tick at
-                # 100 Hz, too coarse for 1 s rounds.
-                row["warm_cpu_per_request"] = _ratio(
-                    _warm_cpu_per_request(run), _warm_cpu_per_request(lazy)
-                )
-                out.append(row)
-    return out
-
-
-def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each issue target with the measured value and whether it is met."""
-    out: list[dict[str, Any]] = []
-
-    def add(
-        name: str,
-        target: str,
-        value: float,
-        met: bool,
-        fmt: str = "{:.3f}",
-        spread: Optional[tuple[float, float]] = None,
-    ) -> None:
-        measured = "n/a" if math.isnan(value) else fmt.format(value)
-        if spread is not None and not math.isnan(value):
-            measured += f" ({fmt.format(spread[0])}-{fmt.format(spread[1])})"
-        out.append(
-            {
-                "target": name,
-                "wanted": target,
-                "measured": measured,
-                "met": None if math.isnan(value) else met,
-            }
-        )
-
-    def add_warm_throughput(row: dict[str, Any], tag: str, target: float) -> None:
-        # Steady state: the first load also carries preloading's copy-on-write first touches,
-        # a cost lazy-apps workers paid while importing, before "ready".
-        if row["settled"] is False:
-            tag += " (copy-on-write had not settled)"
-        add(
-            f"throughput (warm) / lazy, {tag}",
-            f">= {target}",
-            row["warm_throughput"],
-            row["warm_throughput"] >= target,
-            spread=(row["warm_throughput_q1"], row["warm_throughput_q3"]),
-        )
-
-    hot = doc.get("hotpath", {})
-    for backend, q in hot.get("query", {}).items():
-        r = q["ratio_forkguard"]
-        add(
-            f"hot path guarded/unguarded, {backend}",
-            f"<= {HOT_TARGET}",
-            r["median"],
-            r["median"] <= HOT_TARGET,
-            spread=(r["q1"], r["q3"]),
-        )
-    for backend, b in hot.get("bare", {}).items():
-        ns = b["added_ns"]
-        add(
-            f"bare checkout+checkin: ns added, {backend}",
-            "<= 1000 ns",
-            ns["median"],
-            ns["median"] <= BARE_TARGET_NS,
-            "{:.0f}",
-            spread=(ns["q1"], ns["q3"]),
-        )
-    for row in prefork_ratios(doc):
-        tag = f"{row['server']} x{row['workers']}, {VARIANT_LABELS[row['variant']]}"
-        if row["workers"] == 4 and row["variant"] == "forkguard":
-            add(
-                f"total PSS at ready / lazy, {tag}",
-                f"<= {PSS_TARGET}",
-                row["pss_ready"],
-                row["pss_ready"] <= PSS_TARGET,
-            )
-        if row["variant"] == "forkguard":
-            add(
-                f"respawn time / lazy, {tag}",
-                f"<= {RESPAWN_TARGET}",
-                row["respawn"],
-                row["respawn"] <= RESPAWN_TARGET,
-            )
-            add_warm_throughput(row, tag, THROUGHPUT_TARGET)
-        if row["workers"] == 4 and row["variant"] == "forkguard-freeze":
-            add(
-                f"total PSS after load + full GC / lazy, {tag}",
-                f"<= {FREEZE_GC_TARGET}",
-                row["pss_gc"],
-                row["pss_gc"] <= FREEZE_GC_TARGET,
-            )
-            add_warm_throughput(row, tag, FREEZE_THROUGHPUT_TARGET)
-    return out
-
-
 # ---- text ----------------------------------------------------------------------------------
-
-
-def _f(x: float, fmt: str = "{:.2f}") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
-
-
-def _mb(kb: float) -> str:
-    return _f(kb / 1024.0, "{:.0f}")
-
-
-def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def hotpath_rows(doc: dict[str, Any]) -> list[list[str]]:
@@ -365,7 +179,7 @@ def memory_rows(doc: dict[str, Any]) -> list[list[str]]:
                     else float("nan"),
                     "{:.2f}",
                 ),
-                _f(_respawn_parts(run)[0], "{:.2f}"),
+                _f(respawn_parts(run)[0], "{:.2f}"),
                 _f(run["throughput_rps"], "{:.0f}"),
                 _f(run.get("warm_throughput_rps", nan), "{:.0f}"),
             ]
@@ -392,12 +206,12 @@ def cow_rows(doc: dict[str, Any]) -> list[list[str]]:
                 run["server"],
                 str(run["workers"]),
                 VARIANT_LABELS.get(run["variant"], run["variant"]),
-                _f(_per_request(run["load_minor_faults"], first_requests), "{:.1f}"),
+                _f(per_request(run["load_minor_faults"], first_requests), "{:.1f}"),
                 settling,
                 f"{slices[0]:.1f} -> {slices[-1]:.2f}" if slices else "n/a",
-                _f(_per_request(run.get("warm_minor_faults", nan), warm_requests), "{:.2f}"),
-                _f(_per_request(run.get("warm_user_s", nan) * 1e6, warm_requests), "{:.0f}"),
-                _f(_per_request(run.get("warm_system_s", nan) * 1e6, warm_requests), "{:.0f}"),
+                _f(per_request(run.get("warm_minor_faults", nan), warm_requests), "{:.2f}"),
+                _f(per_request(run.get("warm_user_s", nan) * 1e6, warm_requests), "{:.0f}"),
+                _f(per_request(run.get("warm_system_s", nan) * 1e6, warm_requests), "{:.0f}"),
             ]
         )
     return rows
@@ -473,21 +287,6 @@ RATIO_HEADER = (
 )
 
 
-TARGET_HEADER = ("target", "wanted", "measured: median (Q1-Q3 of the paired rounds)", "")
-
-
-def target_rows(doc: dict[str, Any]) -> list[list[str]]:
-    return [
-        [
-            t["target"],
-            t["wanted"],
-            t["measured"],
-            {True: "met", False: "**missed**", None: "n/a"}[t["met"]],
-        ]
-        for t in targets(doc)
-    ]
-
-
 def terminal(doc: dict[str, Any]) -> str:
     """A plain-text summary (markdown tables read fine in a terminal)."""
     parts = [f"forkguard bench: {doc.get('command')}", one_line(doc.get("machine", {}))]
@@ -507,6 +306,12 @@ def terminal(doc: dict[str, Any]) -> str:
             "Instructions per bare checkout + checkin (callgrind)",
             md_table(INSTRUCTION_HEADER, instruction_rows(doc)),
         ]
+    if doc.get("orm"):
+        parts += [
+            "",
+            "ORM path: Session.execute(select(Model).where(Model.id == 1)), ratios median (Q1-Q3)",
+            md_table(prose.ORM_HEADER, prose.orm_rows(doc)),
+        ]
     if doc.get("forkcost"):
         parts += [
             "",
@@ -521,6 +326,9 @@ def terminal(doc: dict[str, Any]) -> str:
             "",
             "Preload vs lazy (ratios to lazy)",
             md_table(RATIO_HEADER, ratio_rows(doc)),
+            "",
+            "forkguard vs dispose(close=False) in a post-fork hook (and vs lazy)",
+            prose.dispose_table(doc),
         ]
     parts += ["", "Targets", md_table(TARGET_HEADER, target_rows(doc))]
     parts.append(
@@ -535,7 +343,7 @@ BARE_HEADER = (
     "unguarded CPU ns",
     "forkguard CPU ns",
     "added CPU ns",
-    "of which: SQLAlchemy's checkout slow path",
+    "of which: the floor, SQLAlchemy's slow path for any checkout listener",
     "forkguard's own code",
 )
 INSTRUCTION_HEADER = (
@@ -543,7 +351,7 @@ INSTRUCTION_HEADER = (
     "unguarded instructions",
     "forkguard instructions",
     "added",
-    "of which: SQLAlchemy's checkout slow path",
+    "of which: the floor, SQLAlchemy's slow path for any checkout listener",
     "forkguard's own code",
     "forkguard's share",
 )
@@ -576,8 +384,8 @@ def charts(doc: dict[str, Any], img_dir: str) -> list[str]:
     written: list[str] = []
     hot = doc.get("hotpath", {})
     fork = doc.get("forkcost", {}).get("backends", {})
-    if hot or fork:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    if hot or fork or doc.get("orm"):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), width_ratios=(2, 1))
         ax = axes[0]
         labels, values, errs = [], [], []
         for kind, name in (("query", "SELECT 1"), ("bare", "bare checkout")):
@@ -586,15 +394,22 @@ def charts(doc: dict[str, Any], img_dir: str) -> list[str]:
                 labels.append(f"{backend}\n{name}")
                 values.append(r["median"])
                 errs.append([[r["median"] - r["q1"]], [r["q3"] - r["median"]]])
+        for case in doc.get("orm", {}).get("cases", {}):
+            analysis = orm_case(doc, case)
+            if analysis is not None:
+                r = analysis["ratio"]["forkguard"]
+                labels.append(f"ORM\n{case}")
+                values.append(r["median"])
+                errs.append([[r["median"] - r["q1"]], [r["q3"] - r["median"]]])
         for i, (v, e) in enumerate(zip(values, errs)):
             ax.bar(i, v, color="#4477aa", yerr=e, capsize=4)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(
             HOT_TARGET, color="#cc3311", linestyle="--", linewidth=1, label=f"target {HOT_TARGET}"
         )
-        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_ylabel("guarded / unguarded (median, Q1-Q3)")
-        ax.set_title("Pool hot path", fontsize=10)
+        ax.set_title("Pool hot path and ORM path (forkguard as installed)", fontsize=10)
         ax.legend(fontsize=8)
         ax = axes[1]
         backends = list(fork)
@@ -615,27 +430,40 @@ def charts(doc: dict[str, Any], img_dir: str) -> list[str]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
-    cfg = doc.get("prefork", {}).get("config", {})
-    cells = [(s, n) for s in cfg.get("servers", []) for n in cfg.get("workers", [])]
-    if cells:
-        fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 3.8), squeeze=False)
-        colors = {"lazy": "#bbbbbb", "forkguard": "#4477aa", "forkguard-freeze": "#228833"}
-        for ax, (server, workers) in zip(axes[0], cells):
-            for j, variant in enumerate(VARIANTS):
+    cell_list = cells(doc)
+    if cell_list:
+        fig, axes = plt.subplots(
+            1, len(cell_list), figsize=(3.6 * len(cell_list), 3.8), squeeze=False
+        )
+        colors = {
+            "lazy": "#bbbbbb",
+            "forkguard": "#4477aa",
+            "forkguard-freeze": "#228833",
+            "dispose": "#ccbb44",
+        }
+        for ax, (server, workers) in zip(axes[0], cell_list):
+            here = variants_in(doc, server, workers)
+            width = 0.8 / max(1, len(here))
+            for j, variant in enumerate(here):
                 run = find_run(doc, server, workers, variant)
                 ax.bar(
-                    [i + 0.27 * j for i in range(3)],
+                    [i + width * j for i in range(3)],
                     [_mem(run, p) / 1024 for p in ("ready", "load", "gc")],
-                    width=0.27,
+                    width=width,
                     color=colors[variant],
                     label=VARIANT_LABELS[variant],
                 )
-            ax.set_xticks([0.27, 1.27, 2.27], ["ready", "after load", "after full GC"], fontsize=8)
+            middle = width * (len(here) - 1) / 2
+            ax.set_xticks(
+                [i + middle for i in range(3)], ["ready", "after load", "after full GC"], fontsize=8
+            )
             ax.set_title(f"{server}, {workers} workers", fontsize=10)
             ax.set_ylabel("total PSS, master + workers (MB)")
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        # The legend of the cell with the most variants names them all.
+        widest = max(range(len(cell_list)), key=lambda i: len(variants_in(doc, *cell_list[i])))
+        handles, labels = axes[0][widest].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
         path = os.path.join(img_dir, IMG_MEMORY)
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -669,6 +497,11 @@ def _machine_md(doc: dict[str, Any]) -> str:
         f"- run {m.get('date')}, forkguard at commit {m.get('git_commit')}, "
         f"took {_f(doc.get('duration_s', float('nan')), '{:.0f}')} s"
     )
+    if len(doc.get("pool") or []) > 1:
+        lines.append(
+            f"- throughput pooled over {len(doc['pool'])} full runs: "
+            + ", ".join(f"{e.get('label')} ({e.get('date')})" for e in doc["pool"])
+        )
     return "\n".join(lines)
 
 
@@ -678,9 +511,9 @@ def _header(doc: dict[str, Any], title: str) -> str:
         "<!-- Generated by src/forkguard/bench/report.py from results.json; "
         "do not edit by hand. -->\n\n"
         f"Produced by **`{doc.get('command')}`** "
-        "(`make bench` runs `.venv/bin/python -m forkguard.bench`). "
-        "Regenerate this page from a stored run with "
-        "`python -m forkguard.bench --from-json bench-results/results.json`.\n\n"
+        "(`make bench` runs `.venv/bin/python -m forkguard.bench --runs 3`). The run's results are "
+        f"committed as [docs/{DATA_JSON}]({DATA_JSON}) (the raw per-round samples left out); "
+        "`make docs` regenerates this page, the other one and the README's figures from it.\n\n"
         f"{_machine_md(doc)}\n"
     )
 
@@ -733,14 +566,6 @@ COW_MD = (
     "the table shows what was left in each phase and what a request cost the workers in the "
     "warm load (CPU time from `/proc/PID/stat`, whole workers: the app, the server and the "
     "kernel).\n"
-)
-
-
-THROUGHPUT_NOISE_MD = (
-    "Read the throughput ratios with their quartiles (targets table in benchmarks.md): on a "
-    "2-core machine shared with the load client, one 1 s round against the next moves by "
-    "5-10 %, and a median that close to 1.0 says *no difference that this machine can "
-    "resolve*, not a gain or a loss.\n"
 )
 
 
@@ -806,12 +631,13 @@ def _instructions_md(doc: dict[str, Any]) -> str:
 
 
 def benchmarks_md(doc: dict[str, Any]) -> str:
-    hot = doc.get("hotpath", {})
-    cfg = hot.get("config", {})
-    fcfg = doc.get("forkcost", {}).get("config", {})
-    pcfg = doc.get("prefork", {}).get("config", {})
-    m = hot.get("micro", {})
-    parts = [
+    sections = [_bench_intro(doc), _hot_sections(doc), [prose.orm_md(doc)]]
+    sections += [_fork_section(doc), _prefork_section(doc)]
+    return "\n".join(part for section in sections for part in section)
+
+
+def _bench_intro(doc: dict[str, Any]) -> list[str]:
+    return [
         _header(doc, "Benchmarks"),
         "Every figure is a ratio of two things measured side by side in this one run; timings are "
         "medians over interleaved rounds (each round runs every configuration back to back, in an "
@@ -821,6 +647,14 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         md_table(TARGET_HEADER, target_rows(doc)),
         "",
         f"![hot path and fork cost](img/{IMG_OVERVIEW})\n",
+    ]
+
+
+def _hot_sections(doc: dict[str, Any]) -> list[str]:
+    hot = doc.get("hotpath", {})
+    cfg = hot.get("config", {})
+    m = hot.get("micro", {})
+    return [
         "## 1. Hot path: checkout + `SELECT 1` + checkin\n",
         f"One process, one `QueuePool` engine per server (C drivers: mysqlclient, psycopg2 - the "
         f"cheaper the round trip, the more any overhead shows), {cfg.get('rounds')} rounds of "
@@ -847,6 +681,7 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         md_table(BARE_HEADER, bare_rows(doc)),
         "",
         _instructions_md(doc),
+        prose.checkout_md(doc),
         "Where the time goes:\n",
         "- **SQLAlchemy's checkout slow path.** With no `checkout` listener and no pre-ping, "
         "`_ConnectionFairy._checkout` returns at once; with *any* listener it takes the slow path "
@@ -869,11 +704,17 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         f"{'yes' if m.get('wipeonfork_marker') else 'no - getpid() fallback, on every checkout'}"
         ") - and a type check for stand-ins.\n"
         "- **Nothing on checkin.** forkguard has no `reset` listener: SQLAlchemy builds a "
-        "`PoolResetState` and dispatches on every checkin once any exists (about 2 µs per "
-        "checkin here, measured before it was removed), and it would only have covered a "
+        "`PoolResetState` and dispatches on every checkin once any exists "
+        f"({prose.reset_listener_md(doc)}), and it would only have covered a "
         "connection checked out across a fork that ran no hook and returned before any checkout, "
         "ORM execute or garbage collection - while a `Connection` inside a transaction rolls back "
         "through the dialect before the pool's reset anyway (README, *Known limits*).\n",
+    ]
+
+
+def _fork_section(doc: dict[str, Any]) -> list[str]:
+    fcfg = doc.get("forkcost", {}).get("config", {})
+    return [
         "## 2. Fork cost: first working connection in the child\n",
         f"{fcfg.get('rounds')} interleaved rounds per server. The parent holds one pooled "
         "connection, forks; the clock runs from just before `os.fork()` in the parent to the "
@@ -890,9 +731,16 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "then, as for every new connection in any process, its `connect` listener records the "
         "new connection (a short stack walk for the line that opened it, an `fstat` of its "
         "socket).\n",
+    ]
+
+
+def _prefork_section(doc: dict[str, Any]) -> list[str]:
+    pcfg = doc.get("prefork", {}).get("config", {})
+    return [
         "## 3-4. Preload vs lazy: memory, start-up, respawn, throughput\n",
         f"A Flask-SQLAlchemy app building ~{_f(pcfg.get('mb', float('nan')), '{:.0f}')} MB of "
-        f"GC-tracked rows at import ({pcfg.get('driver_url')}), under uWSGI and gunicorn "
+        f"GC-tracked rows at import ({pcfg.get('driver_url')}), under "
+        f"{' and '.join(pcfg.get('servers', []))} "
         f"with {', '.join(map(str, pcfg.get('workers', [])))} sync workers; load: the lab's load "
         "client (echo / read / write through the database): first "
         f"{pcfg.get('first_load_requests_per_worker')} requests per worker; then, after the full "
@@ -904,32 +752,36 @@ def benchmarks_md(doc: dict[str, Any]) -> str:
         "",
         md_table(RATIO_HEADER, ratio_rows(doc)),
         "",
+        prose.dispose_md(doc),
         COW_MD,
         md_table(COW_HEADER, cow_rows(doc)),
         "",
         f"![memory](img/{IMG_MEMORY})\n",
         "Memory, start-up and respawn: one server run per cell (respawn: median of "
-        f"{pcfg.get('respawns')} kills). Throughput: the three servers of a cell run side by "
-        "side and the load is interleaved between them in rotating rounds "
-        f"({pcfg.get('first_load_rounds')} for the first load, {pcfg.get('load_rounds')} of "
-        "1 s for the warm one); the ratio is the median of the per-round ratios. "
+        f"{pcfg.get('respawns')} kills). Throughput: the {prose.variant_count_md(doc)} servers "
+        "of a cell run side by side and the load is interleaved between them in rotating rounds "
+        f"({pcfg.get('first_load_rounds')} for the first load, {pcfg.get('load_rounds')} for "
+        f"the warm one's {pcfg.get('load_seconds')} s, each rounded up to a multiple of the "
+        "servers); the ratio is the median of the per-round ratios. "
         "*First load* runs right "
         "after start-up, when a preloaded worker still takes a copy-on-write fault on its first "
         "write to each shared page (the minor-faults columns) - a cost a lazy-apps worker paid "
         "while importing, before it counted as ready, so the first load is shown but is not the "
         "throughput target; *warm* runs the same load after the full collections and once "
         "copy-on-write has settled: steady state, like with like, and the figure the target is "
-        "on. The load client runs on the same 2 "
-        "cores as the workers.\n",
-        THROUGHPUT_NOISE_MD,
+        "on. " + prose.same_cores_md(doc),
+        prose.pooling_md(doc),
+        prose.throughput_noise_md(doc),
         _respawn_floor_md(doc),
     ]
-    return "\n".join(parts)
 
 
 def memory_md(doc: dict[str, Any]) -> str:
     pcfg = doc.get("prefork", {}).get("config", {})
-    rows4 = [r for r in prefork_ratios(doc) if r["workers"] == min(pcfg.get("workers", [4]) or [4])]
+    smallest = min(pcfg.get("workers", [4]) or [4])
+    rows4 = [
+        r for r in prefork_ratios(doc) if r["workers"] == smallest and r["variant"] != "dispose"
+    ]
     why = md_table(
         (
             "server",
@@ -971,15 +823,19 @@ def memory_md(doc: dict[str, Any]) -> str:
         "start without importing anything, and a killed worker is replaced by a fork instead of a "
         "fresh import. lazy-apps gives all of that up to avoid sharing database connections - "
         "forkguard makes the sharing safe instead.\n",
-        "Throughput is measured twice, each time interleaved between the three servers: right "
+        "Throughput is measured twice, each time interleaved between the "
+        f"{prose.variant_count_md(doc)} servers of a cell: right "
         "after start-up (*first load*) and again after the full collections, once copy-on-write "
         "has settled (*warm*). In the "
-        "first load a preloaded worker pays a minor page fault and a 4 KiB copy the first time "
+        "first load a preloaded worker pays a minor page fault and a page copy"
+        f"{prose.page_md(doc)} the first time "
         "it writes to each shared page (a reference count is enough) - the *minor faults* "
         "columns below count them; lazy workers wrote their pages while importing. Once those "
         "first touches are behind, the warm figure compares like with like.\n",
+        prose.dispose_md(doc),
         COW_MD,
-        THROUGHPUT_NOISE_MD,
+        prose.pooling_md(doc),
+        prose.throughput_noise_md(doc),
         _respawn_floor_md(doc),
         "## Keeping the pages shared: `freeze_gc`\n",
         "Sharing erodes in two ways. Requests that read the working set bump reference counts, "
@@ -1030,8 +886,8 @@ def memory_md(doc: dict[str, Any]) -> str:
         "- App: `forkguard/bench/memapp.py` - Flask + Flask-SQLAlchemy; at import it builds "
         "rows of `{id, name, score, tags: [..]}` (dicts holding a list: tracked by the cyclic GC, "
         "never untracked) and runs a query with an app context pushed and never popped (the "
-        "seed's style: the master holds a checked-out connection). Every request reads a random "
-        "0.1 % slice of the rows.\n"
+        "reported app's style: the master holds a checked-out connection). Every request reads a "
+        "random 0.1 % slice of the rows.\n"
         "- Servers: uWSGI `--master --processes N` (`--lazy-apps` for lazy) and gunicorn sync "
         "workers (`--preload` unless lazy), each in its own process group on 127.0.0.1, stopped "
         "(SIGTERM, then SIGKILL to the group) after every run.\n"
@@ -1043,14 +899,15 @@ def memory_md(doc: dict[str, Any]) -> str:
         "below), whatever the machine's speed. *After full GC*: `/gc` (one `gc.collect()`) "
         f"answered by every worker. *After warm load*: after {_settling_md(pcfg)}, and a further "
         f"{pcfg.get('load_seconds')} s of the same load ({pcfg.get('load_rounds')} interleaved "
-        "1 s rounds, the *warm* throughput). PSS/USS from `/proc/PID/smaps_rollup` of the master "
-        "and every worker.\n"
+        "rounds or the next multiple of the servers, the *warm* throughput). PSS/USS from "
+        "`/proc/PID/smaps_rollup` of the master and every worker.\n"
         "- *Reference counts still un-share.* Each request reads a random 0.1 % slice of the "
         "rows, and reading an object writes its reference count: after k requests a worker has "
-        "written to about 1 - exp(-k/1000) of the working set's pages (39 % after 500, 95 % "
-        "after 3000). `gc.freeze()` stops the collector's writes, not these; CPython 3.12's "
-        "immortal objects cover only built-in singletons. The *after warm load* column shows "
-        "where a long-running worker ends up; recycling workers (`max-requests`) resets it.\n"
+        "written to about 1 - exp(-k/1000) of the working set's pages "
+        f"({prose.refcount_md(pcfg)}). `gc.freeze()` stops the collector's writes, not these; "
+        "CPython 3.12's immortal objects cover only built-in singletons. The *after warm load* "
+        "column shows where a long-running worker ends up; recycling workers (`max-requests`) "
+        "resets it.\n"
         f"- *Respawn*: SIGKILL one worker, time until a new pid answers a database request; "
         f"median of {pcfg.get('respawns')}. uWSGI's master notices a dead worker on its own "
         "cycle, which bounds its preloaded respawn time from below.\n",
@@ -1058,7 +915,29 @@ def memory_md(doc: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def write_docs(doc: dict[str, Any], docs_dir: str) -> list[str]:
+# Per-round samples: summarised in the JSON already, and never read by the pages.
+RAW_KEYS = ("raw_ns", "raw_ms")
+
+
+def slim(value: Any) -> Any:
+    """``value`` without its raw per-round samples (the committed copy of a run)."""
+    if isinstance(value, dict):
+        return {k: slim(v) for k, v in value.items() if k not in RAW_KEYS}
+    if isinstance(value, list):
+        return [slim(v) for v in value]
+    return value
+
+
+def write_json(doc: dict[str, Any], path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+
+
+def write_docs(doc: dict[str, Any], docs_dir: str, readme: Optional[str] = None) -> list[str]:
+    """benchmarks.md, memory.md, img/ and data/results.json (slim) under ``docs_dir``; and the
+    README's block between its markers, if ``readme`` is given."""
     os.makedirs(docs_dir, exist_ok=True)
     written = charts(doc, os.path.join(docs_dir, "img"))
     for name, render in (("benchmarks.md", benchmarks_md), ("memory.md", memory_md)):
@@ -1068,4 +947,9 @@ def write_docs(doc: dict[str, Any], docs_dir: str) -> list[str]:
         with open(path, "w") as fh:
             fh.write(render(doc))
         written.append(path)
+    data = os.path.join(docs_dir, DATA_JSON)
+    write_json(slim(doc), data)
+    written.append(data)
+    if readme and readme_block.rewrite(readme, doc):
+        written.append(readme)
     return written
