@@ -65,7 +65,8 @@ class InheritedConnectionDisconnect(InheritedConnectionError, sa_exc.Disconnecti
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 _engine_of_pool: weakref.WeakKeyDictionary[Pool, weakref.ref[Engine]] = weakref.WeakKeyDictionary()
 # Sessions that began a transaction, and the engines of the connections they began it on.
-_sessions: weakref.WeakKeyDictionary[Session, weakref.WeakSet[Engine]] = weakref.WeakKeyDictionary()
+# Sessions that have begun a transaction: after a fork, those still inside one are reset.
+_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 _installed = False
 _listeners: list[tuple[Any, str, Callable[..., Any]]] = []
 
@@ -249,14 +250,10 @@ _POOL_EVENTS: tuple[tuple[str, Callable[..., Any]], ...] = (
 
 
 def _track_session(session: Session, transaction: Any, connection: Any) -> None:
-    engine = getattr(connection, "engine", None)
-    engines = _sessions.get(session)
-    if engines is None:
-        engines = _sessions[session] = weakref.WeakSet()
-    if isinstance(engine, Engine):
-        engines.add(engine)
-        if engine not in _engines and _pool_guarded(engine):
-            _register_engine(engine)
+    # after_begin runs once per transaction: a session seen before (a scoped session, request
+    # after request) costs one lookup; which engines it uses is asked only after a fork.
+    if session not in _sessions:
+        _sessions.add(session)
 
 
 def _on_orm_execute(orm_execute_state: Any) -> None:
@@ -307,18 +304,27 @@ def _reset_sessions(guarded: list[Engine]) -> int:
     # A session inside a transaction right after a fork can only hold an inherited connection:
     # any new checkout would have run our checkout hook first.
     count = 0
-    for session, engines in list(_sessions.items()):
-        if not _installed and not any(engine in engines for engine in guarded):
-            continue  # protect(): only sessions on the protected engines
+    for session in list(_sessions):
         try:
-            if session.in_transaction():
-                session.invalidate()
-                count += 1
+            if not session.in_transaction():
+                continue
+            if not _installed and not _bound_to(session, guarded):
+                continue  # protect(): only sessions on the protected engines
+            session.invalidate()
+            count += 1
         except Exception:
             from . import _report
 
             _report.step_failed(f"resetting session {session!r}")
     return count
+
+
+def _bound_to(session: Session, engines: list[Engine]) -> bool:
+    """Whether ``session`` is bound to one of ``engines`` (its default bind: no IO)."""
+    try:
+        return session.get_bind() in engines
+    except Exception:  # no bind, or bound per mapper only: not one we were asked to protect
+        return False
 
 
 def _replace_pools(guarded: list[Engine]) -> int:
@@ -421,14 +427,7 @@ def _adopt_sessions(engines: list[Engine]) -> None:
         except Exception:
             continue  # a session with no bind, or one bound per mapper: nothing we can tell
         if isinstance(bind, Engine) and bind in engines:
-            _track_session(session, None, _BoundTo(bind))
-
-
-class _BoundTo:
-    """What ``after_begin`` passes as ``connection``, for a session found already begun."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+            _sessions.add(session)
 
 
 def _install() -> None:
