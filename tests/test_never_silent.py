@@ -40,6 +40,21 @@ def _run_script(tmp_path: Any, body: str) -> tuple[dict[str, Any], str]:
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
+_UNKNOWN_DRIVER = """
+    import json, os, socket
+    import pymysql
+    import forkguard
+
+    class Wrapper:  # a driver forkguard has no adapter for: its socket is found by port
+        def __init__(self, conn):
+            self.conn = conn
+        def close(self):
+            self.conn.close()
+
+    forkguard.install()
+    conn = Wrapper(pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test"))
+"""
+
 _CHILD_REPORTS = """
     def report_from_child():
         pid = os.fork()
@@ -53,19 +68,8 @@ _CHILD_REPORTS = """
 
 def test_a_socket_that_no_longer_matches_is_reported(tmp_path):
     body = (
-        """
-    import json, os, socket
-    import pymysql
-    import forkguard
-
-    class Wrapper:  # a driver forkguard has no adapter for: its socket is found by port
-        def __init__(self, conn):
-            self.conn = conn
-        def close(self):
-            self.conn.close()
-
-    forkguard.install()
-    conn = Wrapper(pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test"))
+        _UNKNOWN_DRIVER
+        + """
     forkguard.track(conn, port=3306)
     # Something else now sits under the recorded fd number: it must not be touched.
     other = socket.socket()
@@ -85,19 +89,8 @@ def test_a_socket_that_no_longer_matches_is_reported(tmp_path):
 
 def test_a_connection_whose_socket_cannot_be_found_is_reported(tmp_path):
     body = (
-        """
-    import json, os
-    import pymysql
-    import forkguard
-
-    class Wrapper:
-        def __init__(self, conn):
-            self.conn = conn
-        def close(self):
-            self.conn.close()
-
-    forkguard.install()
-    conn = Wrapper(pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test"))
+        _UNKNOWN_DRIVER
+        + """
     forkguard.track(conn)  # no port: nothing to look for the socket by
     """
         + _CHILD_REPORTS

@@ -212,3 +212,49 @@ def sessions_by_worker(replies: list[dict[str, Any]]) -> dict[int, set[Any]]:
 
 def log_errors(text: str) -> list[str]:
     return [line for line in text.splitlines() if any(m in line for m in DB_ERROR_MARKERS)]
+
+
+# ---- Celery: one prefork worker command line and one client configuration ----------------------
+
+
+def celery_worker_argv(app: str, concurrency: int, name: str) -> list[str]:
+    """A prefork worker for ``app`` on its own queue ``name`` (no gossip/mingle: tests only)."""
+    return [
+        str(BIN / "celery"),
+        "-A",
+        app,
+        "worker",
+        "--pool=prefork",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"{name}@%h",
+    ]
+
+
+def celery_client(name: str, broker: str) -> Any:
+    """The sending side for the worker on queue ``name``: its keys are prefixed ``name:``."""
+    from celery import Celery
+
+    client = Celery(f"{name}_client", broker=broker, backend=broker)
+    prefix = {"global_keyprefix": f"{name}:"}
+    client.conf.update(
+        task_default_queue=name,
+        broker_transport_options=prefix,
+        result_backend_transport_options=prefix,
+    )
+    return client
+
+
+def drop_redis_keys(url: str, name: str) -> None:
+    """Remove every key a test's worker and client left under ``name:``."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+    if keys:
+        client.delete(*keys)

@@ -20,7 +20,16 @@ import pytest
 import sqlalchemy as sa
 
 from ..conftest import URLS
-from ._serve import BIN, WORKERS, Proc, base_env, free_port, log_errors
+from ._serve import (
+    WORKERS,
+    Proc,
+    base_env,
+    celery_client,
+    celery_worker_argv,
+    drop_redis_keys,
+    free_port,
+    log_errors,
+)
 
 redis = pytest.importorskip("redis")
 pytest.importorskip("celery")
@@ -82,21 +91,7 @@ def celery_worker(tmp_path: Path, broker: str, monkeypatch: pytest.MonkeyPatch) 
             "FG_GUARD": guard,
         }
         proc = Proc(
-            [
-                str(BIN / "celery"),
-                "-A",
-                "fg_celery_app",
-                "worker",
-                "--pool=prefork",
-                "--concurrency",
-                str(WORKERS),
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{name}@%h",
-            ],
+            celery_worker_argv("fg_celery_app", WORKERS, name),
             base_env(**env),
             tmp_path / f"celery-{vendor}.log",
         ).start()
@@ -104,16 +99,7 @@ def celery_worker(tmp_path: Path, broker: str, monkeypatch: pytest.MonkeyPatch) 
         # The sending side: the same configuration, no database.
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        from celery import Celery
-
-        client = Celery("fg_i5_client", broker=broker, backend=broker)
-        prefix = {"global_keyprefix": env["FG_KEYPREFIX"]}
-        client.conf.update(
-            task_default_queue=name,
-            broker_transport_options=prefix,
-            result_backend_transport_options=prefix,
-        )
-        return proc, client
+        return proc, celery_client(name, broker)
 
     yield start
     for proc, vendor, name, url in started:
@@ -121,10 +107,7 @@ def celery_worker(tmp_path: Path, broker: str, monkeypatch: pytest.MonkeyPatch) 
         engine = sa.create_engine(DB_URLS[vendor], poolclass=sa.pool.NullPool)
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        drop_redis_keys(url, name)
 
 
 def _run_tasks(proc: Proc, client: Any, count: int, timeout: float) -> dict[str, Any]:

@@ -34,6 +34,9 @@ from ._serve import (
     NO_CONTROL_SOCKET,
     Proc,
     base_env,
+    celery_client,
+    celery_worker_argv,
+    drop_redis_keys,
     every_worker,
     free_port,
     get_json,
@@ -55,7 +58,6 @@ broker = _celery_prefork.broker  # the local Redis, or a private redis-server
 @pytest.fixture
 def celery_placement(tmp_path: Path, broker: str) -> Iterator[Callable[[str], tuple[Proc, Any]]]:
     pytest.importorskip("celery")
-    import redis
 
     started: list[tuple[Proc, str]] = []
 
@@ -69,43 +71,17 @@ def celery_placement(tmp_path: Path, broker: str) -> Iterator[Callable[[str], tu
             "FG_GUARD": guard,
         }
         proc = Proc(
-            [
-                str(BIN / "celery"),
-                "-A",
-                "fg_placement_celery_app",
-                "worker",
-                "--pool=prefork",
-                "--concurrency",
-                str(PROCESSES),
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{name}@%h",
-            ],
+            celery_worker_argv("fg_placement_celery_app", PROCESSES, name),
             base_env(**env),
             tmp_path / f"celery-{guard}.log",
         ).start()
         started.append((proc, name))
-        from celery import Celery
-
-        client = Celery(f"{name}_client", broker=broker, backend=broker)
-        prefix = {"global_keyprefix": env["FG_KEYPREFIX"]}
-        client.conf.update(
-            task_default_queue=name,
-            broker_transport_options=prefix,
-            result_backend_transport_options=prefix,
-        )
-        return proc, client
+        return proc, celery_client(name, broker)
 
     yield start
     for proc, name in started:
         proc.stop()
-        client = redis.Redis.from_url(broker)
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        drop_redis_keys(broker, name)
 
 
 def _celery_tasks(proc: Proc, client: Any, count: int, timeout: float) -> dict[str, Any]:
