@@ -35,6 +35,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -67,16 +68,19 @@ SA_PLAN: dict[str, dict[str, list[str]]] = {
     "postgresql": {**{module: [] for module in SA_MODULES}, "test_pool": QUICK},
 }
 # The schemas SQLAlchemy's schema-translate tests use (README.unittests.rst, "Setting Up
-# Databases"); made if missing.
-SA_SCHEMAS = {
-    "mariadb": [
-        "CREATE DATABASE IF NOT EXISTS test_schema CHARACTER SET utf8mb4",
-        "CREATE DATABASE IF NOT EXISTS test_schema_2 CHARACTER SET utf8mb4",
-    ],
-    "postgresql": [
-        "CREATE SCHEMA IF NOT EXISTS test_schema",
-        "CREATE SCHEMA IF NOT EXISTS test_schema_2",
-    ],
+# Databases"); their names are SQLAlchemy's, so the ones made here are dropped afterwards.
+SA_SCHEMA_NAMES = ("test_schema", "test_schema_2")
+SA_SCHEMA_SQL = {
+    "mariadb": (
+        "SELECT 1 FROM information_schema.schemata WHERE schema_name = '{name}'",
+        "CREATE DATABASE {name} CHARACTER SET utf8mb4",
+        "DROP DATABASE IF EXISTS {name}",
+    ),
+    "postgresql": (
+        "SELECT 1 FROM information_schema.schemata WHERE schema_name = '{name}'",
+        "CREATE SCHEMA {name}",
+        "DROP SCHEMA IF EXISTS {name} CASCADE",
+    ),
 }
 
 
@@ -125,17 +129,31 @@ def suites() -> list[Suite]:
     return found
 
 
-def prepare(backend: str) -> None:
-    """Make the schemas SQLAlchemy's tests expect on this backend, if missing."""
+def _on(backend: str, statements: list[str]) -> list[Any]:
+    """Run ``statements`` in one transaction; each one's first row (None: no rows)."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(BACKENDS[backend], poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
-            for statement in SA_SCHEMAS.get(backend, []):
-                conn.execute(sa.text(statement))
+            results = [conn.execute(sa.text(statement)) for statement in statements]
+            return [r.first() if r.returns_rows else None for r in results]
     finally:
         engine.dispose()
+
+
+def prepare(backend: str) -> list[str]:
+    """Make the schemas SQLAlchemy's tests expect on this backend; returns the ones made."""
+    exists, create, _ = SA_SCHEMA_SQL[backend]
+    found = _on(backend, [exists.format(name=name) for name in SA_SCHEMA_NAMES])
+    made = [name for name, row in zip(SA_SCHEMA_NAMES, found) if row is None]
+    _on(backend, [create.format(name=name) for name in made])
+    return made
+
+
+def drop_made(backend: str, made: list[str]) -> None:
+    """Drop the schemas :func:`prepare` made, so the shared servers are left as found."""
+    _on(backend, [SA_SCHEMA_SQL[backend][2].format(name=name) for name in made])
 
 
 # ---- sdists ------------------------------------------------------------------------------------
@@ -407,18 +425,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(chosen)} suite(s), each plain then with forkguard installed",
         flush=True,
     )
-    for backend in sorted({s.backend for s in chosen if s.backend in SA_SCHEMAS}):
-        prepare(backend)
+    backends = sorted({s.backend for s in chosen if s.backend in SA_SCHEMA_SQL})
+    made = {backend: prepare(backend) for backend in backends}
     results = []
-    for suite in chosen:
-        plain = run_suite(suite, "plain", extra, args.rearm)
-        guarded = run_suite(suite, "forkguard", extra, args.rearm)
-        result = Result(suite, plain, guarded, may_be_empty=bool(extra))
-        mark = "same" if not result.differences() and not result.broken() else "DIFFERENT"
-        print(
-            f"  {suite.name:32} {plain.seconds:6.1f}s {guarded.seconds:6.1f}s  {mark}", flush=True
-        )
-        results.append(result)
+    try:
+        for suite in chosen:
+            plain = run_suite(suite, "plain", extra, args.rearm)
+            guarded = run_suite(suite, "forkguard", extra, args.rearm)
+            result = Result(suite, plain, guarded, may_be_empty=bool(extra))
+            mark = "same" if not result.differences() and not result.broken() else "DIFFERENT"
+            print(
+                f"  {suite.name:32} {plain.seconds:6.1f}s {guarded.seconds:6.1f}s  {mark}",
+                flush=True,
+            )
+            results.append(result)
+    finally:
+        for backend, names in made.items():
+            drop_made(backend, names)
     return report(results)
 
 
