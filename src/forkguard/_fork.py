@@ -27,6 +27,8 @@ import sys
 import threading
 from typing import Any, Callable
 
+from . import _report
+
 log = logging.getLogger("forkguard")
 
 Pipeline = Callable[[int], None]
@@ -167,8 +169,6 @@ def _run_pipeline() -> None:
     try:
         _pipeline(_parent_pid)
     except Exception:
-        from . import _report
-
         _report.step_failed("after-fork handling")
 
 

@@ -66,12 +66,11 @@ class Guarded(Generic[T]):
         """Close this thread's connection; one inherited from a parent is only dropped (it is
         the parent's to close)."""
         conn = self._mine()
-        inherited = getattr(self._local, "conn", None) if conn is None else None
+        # An inherited one is only dropped: the fork handling silenced it, so that sends nothing.
         self._local.conn = None
         if conn is not None:
             _registry.forget(conn)
             conn.close()  # type: ignore[attr-defined]
-        del inherited  # the fork handling silenced it; dropping it sends nothing
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

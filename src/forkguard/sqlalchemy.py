@@ -41,7 +41,7 @@ try:
 except ImportError:  # SQLAlchemy 1.4 has no public name for a pool's connection record
     from sqlalchemy.pool.base import _ConnectionRecord as _PoolRecord  # type: ignore[assignment]
 
-from . import _fork, _heap, _integration, _origin, _registry, _stats
+from . import _fork, _heap, _integration, _origin, _registry, _report, _stats
 
 # ``forkguard.install()`` itself: every engine, made before or after it, is fork-safe.
 from ._api import install
@@ -313,8 +313,6 @@ def _reset_sessions(guarded: list[Engine]) -> int:
             session.invalidate()
             count += 1
         except Exception:
-            from . import _report
-
             _report.step_failed(f"resetting session {session!r}")
     return count
 
@@ -335,8 +333,6 @@ def _replace_pools(guarded: list[Engine]) -> int:
             _register_engine(engine)  # the fresh pool is this engine's
             count += 1
         except Exception:
-            from . import _report
-
             _report.step_failed(f"giving {_safe_url(engine)} a fresh pool")
     return count
 
