@@ -10,15 +10,16 @@ STAMP  := $(VENV)/.installed
 SA14   ?= .venv-sa14
 SA14_STAMP := $(SA14)/.installed
 CORE_TESTS := tests -m "not slow" --ignore=tests/lab --ignore=tests/doctor \
-	--ignore=tests/integrations --ignore=tests/bench --ignore=tests/faults
+	--ignore=tests/integrations --ignore=tests/bench --ignore=tests/faults \
+	--ignore=tests/test_distribution.py
 
 .PHONY: venv demo test test-sa14 test-faults peer lint typecheck check bench docs services clean
 
-$(STAMP): pyproject.toml scripts/system-deps.sh
+$(STAMP): pyproject.toml lab/pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./lab
 	touch $(STAMP)
 
 $(SA14_STAMP): pyproject.toml $(STAMP)
@@ -53,8 +54,8 @@ peer: $(STAMP)
 	$(PY) tests/peer/run.py $(PEER_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src lab/src tests
+	$(VENV)/bin/ruff format --check src lab/src tests
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -66,11 +67,11 @@ check: lint typecheck test
 # docs/img/, docs/data/results.json (the run, committed) and README.md's bench block.
 BENCH_RUNS ?= 3
 bench: $(STAMP)
-	$(PY) -m forkguard.bench --runs $(BENCH_RUNS) $(BENCH_ARGS)
+	$(PY) -m forkguard_lab.bench --runs $(BENCH_RUNS) $(BENCH_ARGS)
 
 # Every published figure again from the committed run (docs/data/results.json), measuring nothing.
 docs: $(STAMP)
-	$(PY) -m forkguard.bench --from-json docs/data/results.json --docs docs --readme README.md
+	$(PY) -m forkguard_lab.bench --from-json docs/data/results.json --docs docs --readme README.md
 
 services:
 	./scripts/start-services.sh

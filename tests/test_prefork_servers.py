@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-from forkguard.lab.commands import gunicorn_no_control_socket
-
 from .conftest import URLS
 
 BIN = Path(sys.executable).parent
@@ -38,6 +36,8 @@ def _get(port: int) -> dict[str, Any]:
 
 
 def _server_command(server: str, port: int) -> list[str]:
+    from forkguard_lab.commands import gunicorn_no_control_socket  # the tools' venv only
+
     if server == "uwsgi":
         return [
             str(BIN / "uwsgi"),

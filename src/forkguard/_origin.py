@@ -34,8 +34,6 @@ _LIBRARY_MODULES = (
     "threading",
     "runpy",
 )
-# Our demo app is user code for this purpose.
-_USER_MODULES = ("forkguard.lab.app", "forkguard.lab.apps")
 
 
 def _library_dirs() -> tuple[str, ...]:
@@ -54,8 +52,6 @@ def is_user_frame(frame: FrameType) -> bool:
     module = frame.f_globals.get("__name__", "")
     if not isinstance(module, str):
         module = ""
-    if module.startswith(_USER_MODULES):
-        return True
     if module.split(".", 1)[0] in _LIBRARY_MODULES:
         return False
     return _is_user_file(frame.f_code.co_filename)

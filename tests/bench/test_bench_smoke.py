@@ -1,4 +1,4 @@
-"""Smoke test: ``python -m forkguard.bench --quick`` end to end on a tiny configuration.
+"""Smoke test: ``python -m forkguard_lab.bench --quick`` end to end on a tiny configuration.
 
 Checks the files and fields the docs generator relies on - never timings (the machine is
 shared; numbers belong in docs/benchmarks.md, from a real run).
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from forkguard.bench import cli, figures, prefork, readme, report
-from forkguard.bench.orm import CASES, ORM_CONFIGS
-from forkguard.bench.prefork import VARIANTS
+from forkguard_lab.bench import cli, figures, prefork, readme, report
+from forkguard_lab.bench.orm import CASES, ORM_CONFIGS
+from forkguard_lab.bench.prefork import VARIANTS
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
         [
             sys.executable,
             "-m",
-            "forkguard.bench",
+            "forkguard_lab.bench",
             "--quick",
             "--servers",
             "gunicorn",
@@ -60,7 +60,7 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
     out, _, _ = quick_run
     doc = json.loads((out / "results.json").read_text())
     assert doc["quick"] is True
-    assert doc["command"].startswith("python -m forkguard.bench --quick")
+    assert doc["command"].startswith("python -m forkguard_lab.bench --quick")
     machine = doc["machine"]
     for key in ("cpu", "cores_usable", "kernel", "python", "packages", "load_at_start"):
         assert machine[key], key
@@ -168,7 +168,7 @@ def test_outputs_and_docs_are_written(quick_run: tuple[Path, Path, str]) -> None
     bench_md = (docs / "benchmarks.md").read_text()
     memory_md = (docs / "memory.md").read_text()
     for text in (bench_md, memory_md):
-        assert "python -m forkguard.bench --quick" in text
+        assert "python -m forkguard_lab.bench --quick" in text
         assert "load average" in text
     assert "## Targets" in bench_md and "Hot path" in stdout
     assert "faults / request, warm" in bench_md and "*settling*" in bench_md
@@ -215,7 +215,7 @@ def test_docs_regenerate_from_json(quick_run: tuple[Path, Path, str], tmp_path: 
         [
             sys.executable,
             "-m",
-            "forkguard.bench",
+            "forkguard_lab.bench",
             "--from-json",
             str(out / "results.json"),
             "--docs",
@@ -313,7 +313,7 @@ def test_runs_option_pools_full_runs(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "forkguard.bench",
+            "forkguard_lab.bench",
             "--quick",
             "--only",
             "prefork",

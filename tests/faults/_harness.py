@@ -1,7 +1,7 @@
 """Shared machinery for the fault-injection suite: app servers, a timestamped load client,
 server-side checks and the results rows that become ``docs/reliability.md``.
 
-Everything reuses :mod:`forkguard.lab` read-only: private servers from ``lab.servers``, the
+Everything reuses :mod:`forkguard_lab` read-only: private servers from ``lab.servers``, the
 uWSGI / gunicorn command lines from ``lab.runners.build_server`` (pointed at this suite's own
 app module, ``apps/fault_app.py``), error kinds from ``lab.logscan``.
 """
@@ -21,12 +21,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
-from forkguard.lab import ERROR_MARKER, logscan
-from forkguard.lab.runners import AppServer, build_server, http_request
-from forkguard.lab.servers import DBServer, admin_execute
+from forkguard_lab import ERROR_MARKER, logscan
+from forkguard_lab.runners import AppServer, build_server, http_request
+from forkguard_lab.servers import DBServer, admin_execute
 
 APPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
-LAB_MODULE = "forkguard.lab.app:app"
+LAB_MODULE = "forkguard_lab.app:app"
 # The private servers have TLS on; libpq's default sslmode=prefer would use it, so the cases
 # that are not about TLS say "plain" explicitly (PyMySQL uses TLS only when asked).
 PLAIN_CONNECT_ARGS: dict[str, dict[str, Any]] = {"postgresql": {"sslmode": "disable"}}

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from forkguard.lab.servers import (
+from forkguard_lab.servers import (
     DBServer,
     ServerUnavailable,
     missing_binaries_message,

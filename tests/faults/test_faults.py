@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from forkguard.lab import ERROR_MARKER
-from forkguard.lab.servers import DBServer
+from forkguard_lab import ERROR_MARKER
+from forkguard_lab.servers import DBServer
 
 from ._harness import (
     SSL_FAMILY,
@@ -338,7 +338,7 @@ def test_worker_churn(
     t_case = time.monotonic()
     kills = 0
     with app_server(kind, url, str(tmp_path), guard="on", style="fsa2", max_requests=20) as srv:
-        from forkguard.lab.runners import http_get
+        from forkguard_lab.runners import http_get
 
         status, master = http_get(srv.port, "/master")
         assert status == 200 and master["master_pid"] == srv.master_pid
@@ -431,7 +431,7 @@ def test_tls(
     t_case = time.monotonic()
     with app_server(kind, url, str(tmp_path), guard=guard, style="fsa2",
                     connect_args=connect_args) as srv:  # fmt: skip
-        from forkguard.lab.runners import http_get
+        from forkguard_lab.runners import http_get
 
         _, master = http_get(srv.port, "/master")
         load = run_load(srv.port, total=600, concurrency=16, time_cap=25, request_timeout=6)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from forkguard.lab.cli import main as lab_main
-from forkguard.lab.servers import missing_binaries_message
+from forkguard_lab.cli import main as lab_main
+from forkguard_lab.servers import missing_binaries_message
 
 # The cells the lab's three claims need (forkguard clean everywhere; the reported bug
 # reproduced; forkguard's workers smaller than lazy loading's), as three small lab runs: each

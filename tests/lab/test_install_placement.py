@@ -7,7 +7,7 @@ the master has made its engine and its connection. Each such cell must be clean.
 same placement with a hook that does nothing (strategy ``none``): it must show errors, or the
 cells prove nothing.
 
-Everything runs through :func:`forkguard.lab.matrix.run_cell` against the lab's private
+Everything runs through :func:`forkguard_lab.matrix.run_cell` against the lab's private
 MariaDB and PostgreSQL servers (one of each for the module). The only addition is a spy around
 the cell's load: once the load is done, it asks the live workers for ``/stats``.
 """
@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from forkguard.lab import DRIVERS, matrix
-from forkguard.lab.matrix import CellResult, Target, run_cell
-from forkguard.lab.runners import INSTALL_AT_ENV, WORKERS, http_get
-from forkguard.lab.servers import missing_binaries_message, private_server
+from forkguard_lab import DRIVERS, matrix
+from forkguard_lab.matrix import CellResult, Target, run_cell
+from forkguard_lab.runners import INSTALL_AT_ENV, WORKERS, http_get
+from forkguard_lab.servers import missing_binaries_message, private_server
 
 pytestmark = pytest.mark.slow
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from forkguard.lab import ERROR_MARKER, STRATEGIES, STRATEGY_LABELS, servers
-from forkguard.lab.cli import main as lab_main
-from forkguard.lab.logscan import classify, scan
-from forkguard.lab.matrix import CellResult
-from forkguard.lab.report import _CHART_LABELS, format_table, legend, pss_ratios, summary
-from forkguard.lab.runners import POSTFORK_STRATEGIES, build_server
+from forkguard_lab import ERROR_MARKER, STRATEGIES, STRATEGY_LABELS, servers
+from forkguard_lab.cli import main as lab_main
+from forkguard_lab.logscan import classify, scan
+from forkguard_lab.matrix import CellResult
+from forkguard_lab.report import _CHART_LABELS, format_table, legend, pss_ratios, summary
+from forkguard_lab.runners import POSTFORK_STRATEGIES, build_server
 
 LOG = f"""\
 spawned uWSGI worker 1 (pid: 10, cores: 1)
@@ -101,7 +101,7 @@ def test_every_strategy_has_labels_and_postfork_ones_have_a_hook() -> None:
     assert set(STRATEGY_LABELS) == set(STRATEGIES) == set(_CHART_LABELS)
     assert set(POSTFORK_STRATEGIES) <= set(STRATEGIES)
     # The app's POSTFORK_HOOKS is read from its source: importing the app needs a database.
-    spec = importlib.util.find_spec("forkguard.lab.app")
+    spec = importlib.util.find_spec("forkguard_lab.app")
     assert spec is not None and spec.origin is not None
     app_source = Path(spec.origin).read_text()
     for name in POSTFORK_STRATEGIES:

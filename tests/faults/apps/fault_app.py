@@ -1,7 +1,7 @@
-"""The seed's app for the fault-injection suite: ``forkguard.lab.app`` plus fault hooks.
+"""The seed's app for the fault-injection suite: ``forkguard_lab.app`` plus fault hooks.
 
-It mirrors :mod:`forkguard.lab.app` (same models, routes and error marker, so
-:mod:`forkguard.lab.logscan` counts its errors), and adds what the fault cases need and the lab
+It mirrors :mod:`forkguard_lab.app` (same models, routes and error marker, so
+:mod:`forkguard_lab.logscan` counts its errors), and adds what the fault cases need and the lab
 app has no hook for (see the report in ``docs/reliability.md``):
 
 ``FG_FAULTS_DB_URL``        the SQLAlchemy URL (required)
@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from forkguard.lab import ERROR_MARKER
+from forkguard_lab import ERROR_MARKER
 
 DB_URL = os.environ.get("FG_FAULTS_DB_URL", "")
 GUARD = os.environ.get("FG_FAULTS_FORKGUARD", "on")

@@ -28,7 +28,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-log = logging.getLogger("forkguard.lab")
+log = logging.getLogger("forkguard_lab")
 
 
 def executable(name: str) -> str:

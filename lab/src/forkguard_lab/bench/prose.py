@@ -350,8 +350,8 @@ def _readme_intro(doc: dict[str, Any], n: Any) -> str:
     pooled = f", pooled over {len(entries)} full runs" if len(entries) > 1 else ""
     slice_s = pcfg.get("load_seconds", math.nan) / max(1, pcfg.get("load_rounds", 1))
     return (
-        "Measured by `make bench` (`python -m forkguard.bench`; full tables, method and machine "
-        "in [docs/memory.md](docs/memory.md) and [docs/benchmarks.md](docs/benchmarks.md); "
+        "Measured by `make bench` (`python -m forkguard_lab.bench`; full tables, method and "
+        "machine in [docs/memory.md](docs/memory.md) and [docs/benchmarks.md](docs/benchmarks.md); "
         "`make docs` regenerates them and this block from "
         "[docs/data/results.json](docs/data/results.json)): a Flask-SQLAlchemy app holding "
         f"~{fmt(pcfg.get('mb', math.nan), '{:.0f}')} MB at import, {n} workers, preloaded with "

@@ -1,7 +1,7 @@
 """The app from the bug report, rebuilt: Flask + Flask-SQLAlchemy written the way its author did.
 
-This module is what uWSGI (``--module forkguard.lab.app:app``) and gunicorn
-(``forkguard.lab.app:app``) load. Everything is decided by environment variables so the very
+This module is what uWSGI (``--module forkguard_lab.app:app``) and gunicorn
+(``forkguard_lab.app:app``) load. Everything is decided by environment variables so the very
 same file runs every cell of the lab:
 
 ``FORKGUARD_LAB_DB_URL``    the SQLAlchemy URL (required; the lab makes one database per cell)
@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from forkguard.lab import ERROR_MARKER, STRATEGIES
+from forkguard_lab import ERROR_MARKER, STRATEGIES
 
 STRATEGY = os.environ.get("FORKGUARD_LAB_STRATEGY", "none")
 STYLE = os.environ.get("FORKGUARD_LAB_STYLE", "fsa2")

@@ -45,7 +45,7 @@ def _count(config: str, n: int, url: str, timeout: float, repeat: int = 0) -> in
             "--callgrind-out-file=/dev/null",
             sys.executable,
             "-m",
-            "forkguard.bench.instructions",
+            "forkguard_lab.bench.instructions",
             config,
             str(n),
             url,

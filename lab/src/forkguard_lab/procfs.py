@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-log = logging.getLogger("forkguard.lab")
+log = logging.getLogger("forkguard_lab")
 
 
 def _stat_fields(pid: int | str) -> list[str]:

@@ -41,7 +41,7 @@ from forkguard import _fork
 
 from .timing import median, paired_diffs, paired_ratios, rotation, summary
 
-log = logging.getLogger("forkguard.bench")
+log = logging.getLogger("forkguard_lab.bench")
 
 MYSQL_HOST = os.environ.get("FG_TEST_MYSQL", "127.0.0.1:3306")
 PG_HOST = os.environ.get("FG_TEST_PG", "127.0.0.1:5432")
@@ -207,11 +207,14 @@ def _analyse(per_config: dict[str, list[float]]) -> dict[str, Any]:
     return out
 
 
+_FORKGUARD_DIR = os.path.dirname(forkguard.__file__)
+
+
 def _owner_of(path: str) -> str:
     if path == __file__:
         return "benchmark"  # the do-nothing listener
-    if os.path.dirname(path) == os.path.dirname(os.path.dirname(__file__)):
-        return "forkguard"  # src/forkguard/*.py
+    if os.path.dirname(path) == _FORKGUARD_DIR:
+        return "forkguard"  # the library's own modules (src/forkguard/*.py)
     return "sqlalchemy" if f"{os.sep}sqlalchemy{os.sep}" in path else "other"
 
 

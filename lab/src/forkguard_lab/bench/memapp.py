@@ -1,7 +1,7 @@
 """A preloadable Flask-SQLAlchemy app with a large working set built at import.
 
-What uWSGI (``--module forkguard.bench.memapp:app``) and gunicorn
-(``forkguard.bench.memapp:app``) load for the memory benchmark. Configured by environment:
+What uWSGI (``--module forkguard_lab.bench.memapp:app``) and gunicorn
+(``forkguard_lab.bench.memapp:app``) load for the memory benchmark. Configured by environment:
 
 ``FG_BENCH_DB_URL``     SQLAlchemy URL (required)
 ``FG_BENCH_TABLE``      the users table (the harness creates it; name starts with ``fg_bench_``)

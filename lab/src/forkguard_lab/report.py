@@ -17,7 +17,7 @@ from typing import Any, Optional, TextIO
 from . import STRATEGIES, STRATEGY_LABELS
 from .matrix import CellResult
 
-log = logging.getLogger("forkguard.lab")
+log = logging.getLogger("forkguard_lab")
 
 
 class Progress:

@@ -1,4 +1,4 @@
-"""``forkguard bench`` / ``python -m forkguard.bench`` / ``make bench``.
+"""``forkguard bench`` / ``python -m forkguard_lab.bench`` / ``make bench``.
 
 Runs the in-process benchmarks (hot path, ORM path, fork cost) and the pre-fork server
 benchmark, prints the tables, writes ``results.json`` and the charts to ``--out``, and (full
@@ -27,7 +27,9 @@ from .hotpath import BACKENDS, HotPathConfig, run_forkcost, run_hotpath
 from .orm import OrmConfig, run_orm
 from .prefork import PREFORK_BACKENDS, SERVERS, PreforkConfig, run_prefork
 
-log = logging.getLogger("forkguard.bench")
+HELP = "measure forkguard's cost and preloading's savings"
+
+log = logging.getLogger("forkguard_lab.bench")
 
 PARTS = ("hotpath", "orm", "instructions", "fork", "prefork")
 DEFAULT_OUT = "bench-results"
@@ -271,7 +273,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     # forkguard's own INFO line per fork would flood the output of the fork benchmark.
     logging.getLogger("forkguard").setLevel(logging.WARNING)
-    logging.getLogger("forkguard.bench").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("forkguard_lab.bench").setLevel(
+        logging.DEBUG if args.verbose else logging.INFO
+    )
     if args.from_json or args.pool:
         return _stored(args)
     unknown = set(args.only) - set(PARTS)
@@ -280,7 +284,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     t0 = time.monotonic()
     doc: dict[str, Any] = {
-        "command": " ".join(["python -m forkguard.bench", *argv]),
+        "command": " ".join(["python -m forkguard_lab.bench", *argv]),
         "quick": bool(args.quick),
         "machine": machine.describe(),
     }

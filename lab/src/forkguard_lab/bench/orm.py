@@ -40,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from .hotpath import BACKENDS, Sample, _assert_config, interleave
 from .timing import paired_diffs, paired_ratios, summary
 
-log = logging.getLogger("forkguard.bench")
+log = logging.getLogger("forkguard_lab.bench")
 
 ORM_CONFIGS = ("unguarded", "forkguard", "noop-orm", "forkguard-orm-check")
 # The case the target is on (ORM execute, CPU, in-process, sqlite).

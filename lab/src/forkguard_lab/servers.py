@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
-log = logging.getLogger("forkguard.lab")
+log = logging.getLogger("forkguard_lab")
 
 MARIADB_PACKAGES = "mariadb-server"
 POSTGRES_PACKAGES = "postgresql"

@@ -32,7 +32,9 @@ from .report import (
 from .runners import SERVERS
 from .servers import ServerUnavailable, missing_binaries_message, private_server
 
-log = logging.getLogger("forkguard.lab")
+HELP = "reproduce the fork bug under uWSGI/gunicorn; compare every fix"
+
+log = logging.getLogger("forkguard_lab")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .procfs import pss_kb
 from .runners import WORKERS, build_server
 from .servers import admin_execute
 
-log = logging.getLogger("forkguard.lab")
+log = logging.getLogger("forkguard_lab")
 
 
 @dataclass
@@ -269,7 +269,7 @@ def _create_tables(url: str, style: str, celldir: str) -> None:
     env = dict(os.environ)
     env.update(FORKGUARD_LAB_STRATEGY="none", FORKGUARD_LAB_DB_URL=url, FORKGUARD_LAB_STYLE=style)
     proc = subprocess.run(
-        [sys.executable, "-c", "import forkguard.lab.app"],
+        [sys.executable, "-c", "import forkguard_lab.app"],
         env=env,
         cwd=celldir,
         capture_output=True,

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 from .runners import NO_REPLY, TIMED_OUT, http_request
 
-log = logging.getLogger("forkguard.lab")
+log = logging.getLogger("forkguard_lab")
 
 # Out of every 10 requests: 4 echo, 3 reads, 3 writes.
 _MIX = ("echo", "echo", "write", "read", "echo", "write", "read", "echo", "write", "read")

@@ -1,4 +1,4 @@
-"""``python -m forkguard.bench`` (what ``make bench`` runs)."""
+"""``python -m forkguard_lab.bench`` (what ``make bench`` runs)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-log = logging.getLogger("forkguard.bench")
+log = logging.getLogger("forkguard_lab.bench")
 
 PACKAGES = (
     "forkguard",
