@@ -36,7 +36,7 @@ def _get(port: int) -> dict[str, Any]:
 
 
 def _server_command(server: str, port: int) -> list[str]:
-    from forkguard_lab.commands import gunicorn_no_control_socket  # the tools' venv only
+    from forkguard_lab.harness.commands import gunicorn_no_control_socket  # the tools' venv only
 
     if server == "uwsgi":
         return [

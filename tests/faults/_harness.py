@@ -21,9 +21,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
-from forkguard_lab import ERROR_MARKER, logscan
+from forkguard_lab import ERROR_MARKER
+from forkguard_lab.harness import logscan
+from forkguard_lab.harness.servers import DBServer, admin_execute
 from forkguard_lab.runners import AppServer, build_server, http_request
-from forkguard_lab.servers import DBServer, admin_execute
 
 APPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 LAB_MODULE = "forkguard_lab.app:app"

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from forkguard_lab.servers import (
+from forkguard_lab.harness.servers import (
     DBServer,
     ServerUnavailable,
     missing_binaries_message,

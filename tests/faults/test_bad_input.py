@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import forkguard
-from forkguard_lab.servers import DBServer
+from forkguard_lab.harness.servers import DBServer
 
 from ..forking import run_in_child
 from ._harness import Row, app_server, create_database

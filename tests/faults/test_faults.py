@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from forkguard_lab import ERROR_MARKER
-from forkguard_lab.servers import DBServer
+from forkguard_lab.harness.servers import DBServer
 
 from ._harness import (
     SSL_FAMILY,

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 import forkguard
-from forkguard_lab.servers import DBServer
+from forkguard_lab.harness.servers import DBServer
 
 from ..forking import run_in_child
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from forkguard_lab.commands import gunicorn_no_control_socket
+from forkguard_lab.harness.commands import gunicorn_no_control_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from forkguard_lab.cli import main as lab_main
-from forkguard_lab.servers import missing_binaries_message
+from forkguard_lab.harness.servers import missing_binaries_message
 
 # The cells the lab's three claims need (forkguard clean everywhere; the reported bug
 # reproduced; forkguard's workers smaller than lazy loading's), as three small lab runs: each

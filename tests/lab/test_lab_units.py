@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from forkguard_lab import ERROR_MARKER, STRATEGIES, STRATEGY_LABELS, servers
+from forkguard_lab import ERROR_MARKER, STRATEGIES, STRATEGY_LABELS
 from forkguard_lab.cli import main as lab_main
-from forkguard_lab.logscan import classify, scan
+from forkguard_lab.harness import servers
+from forkguard_lab.harness.logscan import classify, scan
 from forkguard_lab.matrix import CellResult
 from forkguard_lab.report import _CHART_LABELS, format_table, legend, pss_ratios, summary
 from forkguard_lab.runners import POSTFORK_STRATEGIES, build_server

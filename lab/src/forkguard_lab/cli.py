@@ -19,6 +19,7 @@ from types import FrameType
 from typing import Any, Optional, Sequence
 
 from . import DRIVERS, STRATEGIES
+from .harness.servers import ServerUnavailable, missing_binaries_message, private_server
 from .matrix import CellResult, Target, run_cell
 from .report import (
     Progress,
@@ -30,7 +31,6 @@ from .report import (
     write_png,
 )
 from .runners import SERVERS
-from .servers import ServerUnavailable, missing_binaries_message, private_server
 
 HELP = "reproduce the fork bug under uWSGI/gunicorn; compare every fix"
 

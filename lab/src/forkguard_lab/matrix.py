@@ -18,11 +18,11 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 
 from . import DRIVERS
-from .load import run_load
-from .logscan import scan
-from .procfs import pss_kb
+from .harness.load import run_load
+from .harness.logscan import scan
+from .harness.procfs import pss_kb
+from .harness.servers import admin_execute
 from .runners import WORKERS, build_server
-from .servers import admin_execute
 
 log = logging.getLogger("forkguard_lab")
 

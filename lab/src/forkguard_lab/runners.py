@@ -4,7 +4,7 @@ Each server runs in its own session (process group), on a free 127.0.0.1 port, w
 stderr captured to a log file the lab greps for DB errors afterwards. :meth:`AppServer.stop`
 always ends the whole group: the lab never leaves a worker behind and never kills by name.
 
-The command lines, and why each flag, are in :mod:`forkguard_lab.commands`.
+The command lines, and why each flag, are in :mod:`forkguard_lab.harness.commands`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import STRATEGIES
-from .commands import gunicorn_argv, uwsgi_argv
-from .procfs import children_of
-from .servers import free_port
+from .harness.commands import gunicorn_argv, uwsgi_argv
+from .harness.procfs import children_of
+from .harness.servers import free_port
 
 log = logging.getLogger("forkguard_lab")
 

@@ -1,8 +1,8 @@
 """The seed's app for the fault-injection suite: ``forkguard_lab.app`` plus fault hooks.
 
 It mirrors :mod:`forkguard_lab.app` (same models, routes and error marker, so
-:mod:`forkguard_lab.logscan` counts its errors), and adds what the fault cases need and the lab
-app has no hook for (see the report in ``docs/reliability.md``):
+:mod:`forkguard_lab.harness.logscan` counts its errors), and adds what the fault cases need and
+the lab app has no hook for (see the report in ``docs/reliability.md``):
 
 ``FG_FAULTS_DB_URL``        the SQLAlchemy URL (required)
 ``FG_FAULTS_FORKGUARD``     ``off`` | ``on`` (``forkguard.install()``) |

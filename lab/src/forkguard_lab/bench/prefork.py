@@ -48,10 +48,10 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
-from forkguard_lab.commands import gunicorn_argv, uwsgi_argv
-from forkguard_lab.load import LoadResult, run_load
-from forkguard_lab.procfs import Counters, child_pids, children_of, counters, smaps_rollup
-from forkguard_lab.servers import free_port
+from forkguard_lab.harness.commands import gunicorn_argv, uwsgi_argv
+from forkguard_lab.harness.load import LoadResult, run_load
+from forkguard_lab.harness.procfs import Counters, child_pids, children_of, counters, smaps_rollup
+from forkguard_lab.harness.servers import free_port
 
 from .hotpath import BACKENDS, MYSQL_HOST
 from .timing import median, rotation

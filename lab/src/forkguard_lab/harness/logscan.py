@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from . import ERROR_MARKER
+from .. import ERROR_MARKER
 
 # First match wins. Keys are what the table shows.
 _KINDS: tuple[tuple[str, str], ...] = (

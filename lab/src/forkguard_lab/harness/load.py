@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .runners import NO_REPLY, TIMED_OUT, http_request
+from ..runners import NO_REPLY, TIMED_OUT, http_request
 
 log = logging.getLogger("forkguard_lab")
 
