@@ -13,7 +13,7 @@ CORE_TESTS := tests -m "not slow" --ignore=tests/lab --ignore=tests/doctor \
 	--ignore=tests/integrations --ignore=tests/bench --ignore=tests/faults \
 	--ignore=tests/test_distribution.py
 
-.PHONY: venv demo test test-sa14 test-faults peer lint typecheck check bench docs services clean
+.PHONY: venv demo test test-sa14 test-faults peer lint typecheck check bench docs lab-docs services clean
 
 $(STAMP): pyproject.toml lab/pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
@@ -72,6 +72,11 @@ bench: $(STAMP)
 # Every published figure again from the committed run (docs/data/results.json), measuring nothing.
 docs: $(STAMP)
 	$(PY) -m forkguard_lab.bench --from-json docs/data/results.json --docs docs --readme README.md
+
+# The full lab matrix (about 8 minutes on an idle 2-core machine), then docs/lab.md and README.md's
+# lab block from that run, each naming the commit it ran on. LAB_ARGS adds options, e.g. --budget.
+lab-docs: $(STAMP)
+	$(VENV)/bin/forkguard lab --out lab-results --docs docs/lab.md --readme README.md $(LAB_ARGS)
 
 services:
 	./scripts/start-services.sh

@@ -10,6 +10,8 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v gcc >/dev/null || missing+=(gcc)
 [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing+=(mariadb-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+# The doctor's pooler tests put a private PgBouncer in front of PostgreSQL.
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v openssl >/dev/null || missing+=(openssl)
 # The Celery tests use Redis as broker and result backend.
 command -v redis-server >/dev/null || missing+=(redis-server)

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,58 +12,30 @@ import pytest
 
 from .conftest import URLS
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
+APP = "tests.apps.prefork_app:application"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _get(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
-        data: dict[str, Any] = json.loads(resp.read())
-        return data
-
-
-def _server_command(server: str, port: int) -> list[str]:
-    from forkguard_lab.harness.commands import gunicorn_no_control_socket  # the tools' venv only
+def _argv(server: str, port: int) -> list[str]:
+    from forkguard_lab.harness.commands import default_gunicorn_argv, default_uwsgi_argv
 
     if server == "uwsgi":
-        return [
-            str(BIN / "uwsgi"),
-            "--master",
-            "--processes",
-            str(WORKERS),
-            "--http-socket",
-            f"127.0.0.1:{port}",
-            "--module",
-            "tests.apps.prefork_app:application",
-            "--die-on-term",
-            "--need-app",
-            "--disable-logging",
-        ]
-    return [
-        str(BIN / "gunicorn"),
-        "--preload",
-        "--workers",
-        str(WORKERS),
-        "--bind",
-        f"127.0.0.1:{port}",
-        *gunicorn_no_control_socket(),
-        "tests.apps.prefork_app:application",
-    ]
+        return default_uwsgi_argv(APP, port, WORKERS)
+    return default_gunicorn_argv(APP, port, WORKERS)
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
+    # The tools' venv only: the harness is forkguard-lab's.
+    from forkguard_lab.harness.http import http_get
+    from forkguard_lab.harness.prefork import ServerProcess
+    from forkguard_lab.harness.servers import free_port
+
+    procs: list[ServerProcess] = []
 
     def start(server: str, guarded: bool, freeze: bool = False) -> tuple[int, Path]:
-        port = _free_port()
+        port = free_port()
         hook_log = tmp_path / f"hooks-{server}.log"
         env = {
             **os.environ,
@@ -79,43 +45,24 @@ def serve(tmp_path: Path) -> Iterator[Any]:
             "FG_HOOK_LOG": str(hook_log),
             "PYTHONPATH": str(ROOT),
         }
-        with open(tmp_path / f"{server}.log", "wb") as log:
-            proc = subprocess.Popen(
-                _server_command(server, port),
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        procs.append(proc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                _get(port)
-                return port, hook_log
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError((tmp_path / f"{server}.log").read_text()) from None
-                time.sleep(0.2)
-        raise RuntimeError(f"{server} did not answer: {(tmp_path / f'{server}.log').read_text()}")
+        proc = ServerProcess(_argv(server, port), env, str(tmp_path / f"{server}.log"), str(ROOT))
+        procs.append(proc.start())
+        proc.wait_until(lambda: http_get(port, "/")[0] == 200, 60, server)
+        return port, hook_log
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        proc.stop(term_timeout=20)
 
 
 def _answers_from_every_worker(port: int) -> dict[int, dict[str, Any]]:
+    from forkguard_lab.harness.http import http_get
+
     seen: dict[int, dict[str, Any]] = {}
     deadline = time.monotonic() + 30
     while len(seen) < WORKERS and time.monotonic() < deadline:
-        reply = _get(port)
+        status, reply = http_get(port, "/")
+        assert status == 200, reply
         seen[reply["pid"]] = reply
     return seen
 

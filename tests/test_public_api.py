@@ -4,11 +4,14 @@ A name added to or removed from these lists is an API change; make it on purpose
 
 from __future__ import annotations
 
+import ast
 import importlib
 import types
+from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = {
     "forkguard": [
         "MODES",
@@ -29,6 +32,8 @@ PUBLIC = {
     "forkguard.celery": ["install"],
     "forkguard.asyncio": ["install", "uninstall"],
     "forkguard.doctor": ["Finding", "ProbeError", "Spec", "analyze", "run_probe"],
+    # For measuring forkguard itself (the benchmarks), not for applications.
+    "forkguard.testing": ["fork_check", "has_fork_marker"],
 }
 # Names the package face must not leak (they were once reachable as forkguard.<name>).
 NOT_ON_THE_FACE = ["settings", "log", "load_environment", "sqlalchemy_available"]
@@ -65,3 +70,61 @@ def test_integration_installs_take_forkguards_options() -> None:
     assert forkguard.sqlalchemy.install is forkguard.install
     assert not hasattr(forkguard.sqlalchemy, "after_fork_in_child")
     assert not hasattr(forkguard.sqlalchemy, "safe_url")
+
+
+def _private_uses(source: str) -> list[str]:
+    """forkguard's private modules and names that ``source`` imports or reaches as attributes
+    (dunders such as ``forkguard.__file__`` are public)."""
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.endswith("__")
+
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("forkguard"):
+            module = node.module or ""
+            names = [alias.name for alias in node.names]
+            if module.split(".")[0] == "forkguard" and (
+                any(private(part) for part in module.split(".")) or any(map(private, names))
+            ):
+                found.append(f"from {module} import {', '.join(names)}")
+        elif isinstance(node, ast.Import):
+            found += [
+                alias.name
+                for alias in node.names
+                if alias.name.split(".")[0] == "forkguard"
+                and any(private(part) for part in alias.name.split("."))
+            ]
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "forkguard"
+            and private(node.attr)
+        ):
+            found.append(f"forkguard.{node.attr}")
+    return found
+
+
+def test_private_uses_finds_each_way_in() -> None:
+    source = (
+        "import forkguard\nimport forkguard._fork\nfrom forkguard import _fork\n"
+        "from forkguard._fork import check\nforkguard._fork.check()\nforkguard.__file__\n"
+        "from forkguard.testing import fork_check\n"
+    )
+    assert _private_uses(source) == [
+        "forkguard._fork",
+        "from forkguard import _fork",
+        "from forkguard._fork import check",
+        "forkguard._fork",
+    ]
+
+
+def test_the_tools_use_only_the_public_api() -> None:
+    """Imports run one way: the lab and the benchmarks (forkguard-lab) use what any user of
+    forkguard can, plus the documented ``forkguard.testing`` hooks; never its private modules."""
+    offenders = {
+        str(path.relative_to(ROOT)): uses
+        for path in sorted((ROOT / "lab" / "src").rglob("*.py"))
+        if (uses := _private_uses(path.read_text()))
+    }
+    assert not offenders, offenders

@@ -21,7 +21,9 @@ from typing import Any, Callable
 log = logging.getLogger("forkguard")
 
 _devnull: int | None = None
-# Objects a child must never close or free (sqlite3 connections, sockets we could not find).
+# Objects a child must never close or free (sqlite3 connections, sockets we could not find),
+# and inherited connections a pool or session let go of: freeing those would copy the pages
+# they share with the parent (_registry.let_go_inherited).
 _kept_alive: list[Any] = []
 
 

@@ -271,6 +271,22 @@ def neutralize(state: TrackedConnection) -> None:
         _neutralize_one(state, state.connection())
 
 
+def let_go_inherited(state: TrackedConnection, conn: Any) -> None:
+    """An integration stops holding the inherited ``conn`` in this child: keep the object
+    allocated anyway, and stop tracking it as if it had been freed.
+
+    Freeing it would write to the pages it shares with the parent - the driver object, its
+    buffers and, for PyMySQL (TLS preferred since 1.1), an ``SSLContext`` with the CA store -
+    and copy them: 1.5 MB of private memory per worker for the memory benchmark's one PyMySQL
+    connection. Left alone, those pages stay shared; the object is dead here (its fd points at
+    /dev/null, which it keeps holding, so the number is never reused under it). SQLAlchemy's
+    recipe, ``engine.dispose(close=False)``, leaves it allocated too. Each process keeps only
+    what it inherited: bounded by the connections its ancestors held when they forked.
+    """
+    keep_alive(conn)
+    _forget(state.key, state)
+
+
 def neutralize_inherited() -> list[TrackedConnection]:
     """Silence every inherited connection not yet silenced; returns the ones done now."""
     done = []

@@ -288,6 +288,7 @@ def _swap_in_stand_in(state: _registry.TrackedConnection, conn: Any) -> None:
     record.dbapi_connection = stand_in
     if fairy is not None and getattr(fairy, "dbapi_connection", None) is conn:
         fairy.dbapi_connection = stand_in
+    _registry.let_go_inherited(state, conn)  # never freed here: its pages stay shared
     if _settings.mode != "strict":
         # SQLAlchemy's own soft invalidation: the record keeps the stand-in now and recycles it
         # (close, a no-op; then a fresh connect) at its next checkout, from whatever pool still

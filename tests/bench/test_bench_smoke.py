@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from forkguard_lab.bench import cli, figures, prefork, readme, report
+from forkguard_lab.bench import cli, figures, prefork, readme, report, targets
 from forkguard_lab.bench.orm import CASES, ORM_CONFIGS
 from forkguard_lab.bench.prefork import VARIANTS
 
@@ -101,7 +101,8 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
 
     runs = doc["prefork"]["runs"]
     pcfg = doc["prefork"]["config"]
-    # Quick: one cell (2 workers), which also runs the dispose(close=False) variant.
+    # Quick: one cell (2 workers), which also runs the dispose(close=False) variant and
+    # forkguard on the app changed as that recipe needs it (forkguard-closed).
     assert pcfg["dispose_workers"] == [2]
     assert [(r["server"], r["variant"]) for r in runs] == [("gunicorn", v) for v in VARIANTS]
     for run in runs:
@@ -137,11 +138,21 @@ def test_results_json_has_every_part(quick_run: tuple[Path, Path, str]) -> None:
     # The dispose variant's post-fork hook ran once in every worker (gunicorn's post_fork).
     assert by_variant["dispose"]["postfork_runs"] == [1, 1]
     assert by_variant["forkguard"]["postfork_runs"] == [0, 0]
+    assert by_variant["forkguard-closed"]["postfork_runs"] == [0, 0]
+    assert by_variant["forkguard-closed"]["gc_freeze_counts"] == [0, 0]
     ratios = report.prefork_ratios(doc)
     assert ratios and all(0 < r["warm_cpu_per_request"] < 10 for r in ratios)
+    # forkguard against the recipe twice: like for like (the recipe's app) first, then the
+    # reported app unchanged; the 18.2 targets take the like-for-like pair.
     dispose = figures.dispose_rows(doc)
-    assert [r["phase"] for r in dispose] == ["ready", "load", "gc", "warm"]
+    assert [(r["variant"], r["phase"]) for r in dispose] == [
+        (v, p) for v in ("forkguard-closed", "forkguard") for p in ("ready", "load", "gc", "warm")
+    ]
     assert all(r["pss_vs_dispose"] > 0 and r["pss_vs_lazy"] > 0 for r in dispose)
+    same_app = [
+        t for t in targets.targets(doc) if "dispose(close=False) hook, same app" in t["target"]
+    ]
+    assert len(same_app) == 2 and all(t["met"] is not None for t in same_app), same_app
 
 
 def test_results_json_has_the_orm_path(quick_run: tuple[Path, Path, str]) -> None:
@@ -178,12 +189,17 @@ def test_outputs_and_docs_are_written(quick_run: tuple[Path, Path, str]) -> None
     assert "## 1b. The ORM path" in bench_md and "ORM path" in stdout
     for text in (bench_md, memory_md):
         assert "forkguard against SQLAlchemy's own recipe" in text
+        # Both comparisons, labelled: forkguard on the recipe's app and on the reported one.
+        assert "| the recipe's: session closed at import | ready |" in text
+        assert "| the reported one, unchanged | ready |" in text
+        assert "not measured in this run" not in text
     for target in (
         "ORM Session.execute(), forkguard / unguarded, sqlite",
         "forkguard's own CPU ns over the floor",
         "forkguard's own instructions over the floor",
-        "total PSS, forkguard / dispose(close=False) hook",
-        "private MB per worker, forkguard - dispose(close=False) hook",
+        "total PSS, forkguard / dispose(close=False) hook, same app",
+        "private MB per worker, forkguard - dispose(close=False) hook, same app",
+        "forkguard on the reported app (unchanged) vs dispose(close=False)",
         "respawn: fork -> serving / lazy",
         "respawn: kill -> fork",
         "throughput (warm) / lazy, pooled median of 1 run(s)",
@@ -274,7 +290,9 @@ def test_docs_render_a_run_stored_before_settling(
         del run["warm_user_s"], run["warm_system_s"]
     # ... and before issue 18: no ORM path, no dispose variant, no pool, no reset count.
     del doc["orm"], doc["machine"]["page_size"]
-    doc["prefork"]["runs"] = [r for r in doc["prefork"]["runs"] if r["variant"] != "dispose"]
+    doc["prefork"]["runs"] = [
+        r for r in doc["prefork"]["runs"] if r["variant"] not in prefork.DISPOSE_CELL_VARIANTS
+    ]
     for bare in doc["hotpath"]["bare"].values():
         del bare["bytecodes"]["noop-reset"]
     bench_md = report.benchmarks_md(doc)
@@ -286,6 +304,32 @@ def test_docs_render_a_run_stored_before_settling(
     assert cow and all(row[4] == "n/a" and row[-1] == "n/a" for row in cow)
     assert all(math.isnan(r["warm_cpu_per_request"]) for r in report.prefork_ratios(doc))
     assert "## All runs" in report.memory_md(doc)
+
+
+def test_docs_render_a_run_stored_before_the_same_app_variant(
+    quick_run: tuple[Path, Path, str],
+) -> None:
+    """results.json files with the dispose(close=False) variant but without forkguard on the
+    recipe's app (forkguard-closed) still render: the like-for-like targets read n/a, "not
+    measured in this run", and the reported app's comparison stays, labelled as such."""
+    out, _, _ = quick_run
+    doc = json.loads((out / "results.json").read_text())
+    doc["prefork"]["runs"] = [
+        r for r in doc["prefork"]["runs"] if r["variant"] != "forkguard-closed"
+    ]
+    assert [r["variant"] for r in figures.dispose_rows(doc)] == ["forkguard"] * 4
+    same_app = [
+        t for t in targets.targets(doc) if "dispose(close=False) hook, same app" in t["target"]
+    ]
+    assert len(same_app) == 2 and all(t["met"] is None for t in same_app)
+    assert all("not measured in this run" in t["note"] for t in same_app)
+    bench_md, memory_md = report.benchmarks_md(doc), report.memory_md(doc)
+    for text in (bench_md, memory_md):
+        assert "forkguard against SQLAlchemy's own recipe" in text
+        assert "**forkguard on the recipe's app: not measured in this run**" in text
+        assert "| the reported one, unchanged | ready |" in text
+        assert "the recipe's: session closed at import" not in text
+    assert "forkguard on the reported app (unchanged) vs dispose(close=False)" in bench_md
 
 
 def test_kills_sample_the_master_cycle_evenly() -> None:

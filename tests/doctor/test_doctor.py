@@ -29,7 +29,7 @@ def only(doc: dict[str, Any], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-# ---- the seed's bug: a connection open after import --------------------------------------------
+# ---- the reported bug: a connection open after import ----------------------------------------
 
 
 def test_flask_sqlalchemy_create_all_on_mariadb_is_reported_with_its_line() -> None:
@@ -306,11 +306,12 @@ def test_uwsgi_ini_with_lazy_apps_is_safe_but_not_preloaded() -> None:
     assert "SAFE, but not preloaded" in doctor("--uwsgi", "uwsgi_lazy.ini").stdout
 
 
-def test_the_seeds_uwsgi_app_and_its_postfork_dispose() -> None:
-    # The seed's app imports uwsgidecorators: it loads under the doctor's stand-in uwsgi module.
-    doc = json_run("--uwsgi", "uwsgi_seed.ini").doc
+def test_the_reported_uwsgi_app_and_its_postfork_dispose() -> None:
+    # The reported app imports uwsgidecorators: it loads under the doctor's stand-in uwsgi module.
+    doc = json_run("--uwsgi", "uwsgi_postfork_dispose.ini").doc
     assert doc["exit_code"] == 1
-    assert only(doc, "inherited-connection")["location"] == mark("seed_uwsgi.py", "create_all")
+    where = mark("uwsgi_postfork_dispose.py", "create_all")
+    assert only(doc, "inherited-connection")["location"] == where
     hook = only(doc, "postfork-dispose")
     assert hook["severity"] == "warning"
     assert "reset_db_connections" in hook["title"]

@@ -1,9 +1,10 @@
-"""Shared machinery for the fault-injection suite: app servers, a timestamped load client,
-server-side checks and the results rows that become ``docs/reliability.md``.
+"""Shared machinery for the fault-injection suite: app servers, the load it sends, server-side
+checks and the results rows that become ``docs/reliability.md``.
 
-Everything reuses :mod:`forkguard_lab` read-only: private servers from ``lab.servers``, the
-uWSGI / gunicorn command lines from ``lab.runners.build_server`` (pointed at this suite's own
-app module, ``apps/fault_app.py``), error kinds from ``lab.logscan``.
+The machinery itself is :mod:`forkguard_lab.harness` (private servers, the pre-fork server
+process, the load client, error kinds from logs); what is this suite's own is here: the lab's
+uWSGI / gunicorn command lines pointed at this suite's app module (``apps/fault_app.py``),
+TLS certificates, session kills and the results rows.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import subprocess
-import threading
 import time
-import urllib.parse
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
 from forkguard_lab import ERROR_MARKER
-from forkguard_lab.harness import logscan
+from forkguard_lab.harness import load, logscan
+from forkguard_lab.harness.load import LoadRun
+from forkguard_lab.harness.load import Req as Req  # the fault tests' name for one request
+from forkguard_lab.harness.prefork import AppServer
 from forkguard_lab.harness.servers import DBServer, admin_execute
-from forkguard_lab.runners import AppServer, build_server, http_request
+from forkguard_lab.runners import build_server
 
 APPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 LAB_MODULE = "forkguard_lab.app:app"
@@ -253,41 +254,7 @@ def ssl_family(log_text: str, *, marker_only: bool = True) -> int:
 # --- load -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Req:
-    op: str
-    t0: float
-    t1: float
-    status: int
-    pid: Optional[int]
-    mismatch: bool = False
-    conn_id: Optional[int] = None
-
-
-@dataclass
-class LoadRun:
-    """Every request's (op, start, end, status, pid), plus what the writes acknowledged."""
-
-    reqs: list[Req] = field(default_factory=list)
-    acknowledged: list[tuple[int, str]] = field(default_factory=list)
-    elapsed: float = 0.0
-    timed_out: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def failed(self) -> list[Req]:
-        return [r for r in self.reqs if r.status != 200]
-
-    @property
-    def mismatches(self) -> int:
-        return sum(r.mismatch for r in self.reqs)
-
-    @property
-    def ok(self) -> int:
-        return sum(r.status == 200 for r in self.reqs)
-
-    def statuses(self) -> dict[str, int]:
-        return dict(Counter("no reply" if r.status == 0 else str(r.status) for r in self.reqs))
+FAULT_OPS = ("echo", "read", "write")
 
 
 def run_load(
@@ -296,82 +263,18 @@ def run_load(
     total: int,
     concurrency: int,
     time_cap: float,
-    ops: Sequence[str] = ("echo", "read", "write"),
-    hold: float = 0.0,
-    stop: Optional[threading.Event] = None,
+    ops: Sequence[str] = FAULT_OPS,
     request_timeout: float = 8.0,
-    seed: int = 0,
-    run: Optional[LoadRun] = None,
+    **options: Any,
 ) -> LoadRun:
-    """``total`` requests from ``concurrency`` threads; ends at ``time_cap`` or ``stop``.
-
-    Pass ``run`` to watch the requests while the load is still going (read under ``run.lock``).
-    """
-    run = run if run is not None else LoadRun()
-    lock = run.lock
-    counter = [0]
-    tag = uuid.uuid4().hex[:8]
-    written: list[str] = []
-    t_start = time.monotonic()
-    deadline = t_start + time_cap
-
-    def claim() -> Optional[int]:
-        with lock:
-            if counter[0] >= total or (stop is not None and stop.is_set()):
-                return None
-            if time.monotonic() > deadline:
-                run.timed_out = True
-                return None
-            counter[0] += 1
-            return counter[0] - 1
-
-    def one(i: int, rng: random.Random) -> None:
-        op = ops[i % len(ops)]
-        t0 = time.monotonic()
-        mismatch = False
-        ack: Optional[tuple[int, str]] = None
-        if op == "echo":
-            token = uuid.uuid4().hex
-            q = f"/echo?token={token}" + (f"&hold={hold}" if hold else "")
-            status, body = http_request(port, "GET", q, None, request_timeout)
-            mismatch = status == 200 and not (isinstance(body, dict) and body.get("token") == token)
-        elif op == "read":
-            with lock:
-                email = rng.choice(written) if written else f"nobody-{tag}@fg-faults.invalid"
-            q = "/user?" + urllib.parse.urlencode({"email": email})
-            status, body = http_request(port, "GET", q, None, request_timeout)
-            mismatch = status == 200 and not (
-                isinstance(body, dict) and body.get("email") in (None, email)
-            )
-        elif op == "write":
-            email = f"w{i}-{tag}@fg-faults.invalid"
-            form = urllib.parse.urlencode({"email": email})
-            status, body = http_request(port, "POST", "/user", form, request_timeout)
-            if status == 200 and isinstance(body, dict) and isinstance(body.get("id"), int):
-                ack = (body["id"], str(body.get("email")))
-                mismatch = body.get("email") != email
-        else:  # "conn" and other plain GETs
-            status, body = http_request(port, "GET", f"/{op}", None, request_timeout)
-        pid = body.get("pid") if isinstance(body, dict) else None
-        conn_id = body.get("conn_id") if isinstance(body, dict) else None
-        with lock:
-            run.reqs.append(Req(op, t0, time.monotonic(), status, pid, mismatch, conn_id))
-            if ack is not None:
-                run.acknowledged.append(ack)
-                written.append(ack[1])
-
-    def worker(n: int) -> None:
-        rng = random.Random(seed * 1000 + n)
-        while (i := claim()) is not None:
-            one(i, rng)
-
-    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(max(1.0, deadline - time.monotonic()) + request_timeout + 5)
-    run.elapsed = time.monotonic() - t_start
-    return run
+    """The harness's load with this suite's defaults: echo, read and write in turn, every read
+    of a user this run wrote (once there is one), and every request in flight at the cap
+    waited for (its failure or success is what a fault case counts)."""
+    return load.run_load(
+        port, total=total, concurrency=concurrency, time_cap=time_cap, ops=ops,
+        request_timeout=request_timeout, known_read_share=1.0, grace=request_timeout + 5,
+        **options,
+    )  # fmt: skip
 
 
 def probe_workers(srv: AppServer, *, time_cap: float = 40.0) -> tuple[set[int], int]:

@@ -53,7 +53,8 @@ def table(doc: dict[str, Any]) -> str:
              if r.get("notes")]  # fmt: skip
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(doc.get("started", time.time())))
     head = (
-        f"Run of {when}, {doc.get('seconds', '?')} s in all, Python "
+        f"Run of {when} on commit {doc.get('commit', 'unknown')} (`make test-faults`), "
+        f"{doc.get('seconds', '?')} s in all, Python "
         f"{platform.python_version()} on {platform.machine()} "
         f"({len(rows)} rows)."
     )

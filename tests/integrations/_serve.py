@@ -1,33 +1,32 @@
-"""Small helpers for the integration tests: free ports, server processes, a bounded load client.
+"""What the integration tests add to :mod:`forkguard_lab.harness`: their apps' environment,
+the processes a test started (stopped at its end), a token-echo load with a check of each
+reply, and the error lines their servers' logs must not have.
 
-Every process is started in its own session and stopped by process group (never by name).
+Every process is started in its own session and stopped by process group (never by name):
+:class:`forkguard_lab.harness.prefork.ServerProcess`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from forkguard_lab.harness.commands import gunicorn_no_control_socket
+from forkguard_lab.harness.commands import executable
+from forkguard_lab.harness.http import http_get, port_and_path
+from forkguard_lab.harness.load import drive
+from forkguard_lab.harness.prefork import ServerProcess
+from forkguard_lab.harness.servers import free_port as free_port  # the tests' one free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
-BIN = Path(sys.executable).parent
 WORKERS = 4
-NO_CONTROL_SOCKET = gunicorn_no_control_socket()
+STOP_TIMEOUT = 8.0  # SIGTERM, then SIGKILL: a server's own shutdown runs, bounded
 # Errors that mean a worker used (or lost) a connection it shares with its siblings.
 DB_ERROR_MARKERS = (
     "Traceback",
@@ -45,84 +44,48 @@ DB_ERROR_MARKERS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def base_env(**extra: str) -> dict[str, str]:
     path = os.pathsep.join([str(APPS), str(ROOT), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep), **extra}
 
 
-@dataclass
-class Proc:
-    """A subprocess in its own process group, its output in ``log``."""
+class Started:
+    """The processes one test started, their logs in ``directory``; a context manager for a
+    fixture (``with Started(tmp_path) as procs: yield ...``) that stops them all at its end."""
 
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.procs: list[ServerProcess] = []
 
-    def start(self) -> Proc:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+    def __enter__(self) -> Started:
         return self
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def __exit__(self, *exc_info: object) -> None:
+        for proc in self.procs:
+            proc.stop(term_timeout=STOP_TIMEOUT)
 
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
+    def process(self, argv: list[str], env: dict[str, str], log_name: str) -> ServerProcess:
+        proc = ServerProcess(argv, env, str(self.directory / log_name), cwd=str(ROOT)).start()
+        self.procs.append(proc)
+        return proc
 
-    def stop(self, timeout: float = 8) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                pass
-        # Workers that outlived their master (they share its group) go too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+    def server(
+        self, argv: list[str], env: dict[str, str], log_name: str, ready_url: str
+    ) -> ServerProcess:
+        """A server, once it answers ``ready_url`` (any HTTP status)."""
+        proc = self.process(argv, env, log_name)
+        wait_http(proc, ready_url)
+        return proc
 
 
 def get_json(url: str, timeout: float = 10) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()[:2000].decode(errors="replace")
+    """GET ``url`` (a 127.0.0.1 one): see :func:`forkguard_lab.harness.http.http_request`."""
+    port, path = port_and_path(url)
+    return http_get(port, path, timeout)
 
 
-def wait_http(proc: Proc, url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            get_json(url, timeout=5)
-            return
-        except OSError:
-            if not proc.alive():
-                raise RuntimeError(f"server died:\n{proc.output()[-5000:]}") from None
-            time.sleep(0.2)
-    raise RuntimeError(f"server did not answer {url}:\n{proc.output()[-5000:]}")
+def wait_http(proc: ServerProcess, url: str, timeout: float = 60) -> None:
+    proc.wait_until(lambda: get_json(url, timeout=5)[0] > 0, timeout, f"server at {url}")
 
 
 def every_worker(url: str, workers: int = WORKERS, timeout: float = 20) -> dict[int, Any]:
@@ -130,10 +93,7 @@ def every_worker(url: str, workers: int = WORKERS, timeout: float = 20) -> dict[
     seen: dict[int, Any] = {}
     deadline = time.monotonic() + timeout
     while len(seen) < workers and time.monotonic() < deadline:
-        try:
-            status, body = get_json(f"{url}{'&' if '?' in url else '?'}token=probe", timeout=5)
-        except OSError:
-            continue
+        status, body = get_json(f"{url}{'&' if '?' in url else '?'}token=probe", timeout=5)
         if status == 200 and isinstance(body, dict):
             seen.setdefault(body["pid"], body)
     return seen
@@ -163,42 +123,34 @@ def run_load(
     deadline: float = 60,
     stop_after_failures: int | None = None,
 ) -> Load:
-    """``threads`` x ``per_thread`` GETs of ``url?token=...``; ``check`` names a mismatch."""
+    """``threads`` x ``per_thread`` GETs of ``url?token=...``; ``check`` names a mismatch.
+
+    Every request in flight at ``deadline`` is waited for (at most ``timeout``)."""
+    port, path = port_and_path(url)
     result = Load()
-    lock = threading.Lock()
-    end = time.monotonic() + deadline
+    stop = threading.Event()
 
-    def failures() -> int:
-        return len(result.errors) + len(result.mismatches)
+    def request(i: int, rng: object) -> tuple[str, int, Any]:
+        token = uuid.uuid4().hex
+        status, body = http_get(port, f"{path}?token={token}", timeout)
+        return token, status, body
 
-    def worker() -> None:
-        for _ in range(per_thread):
-            if time.monotonic() > end:
-                return
-            if stop_after_failures is not None and failures() >= stop_after_failures:
-                return
-            token = uuid.uuid4().hex
-            try:
-                status, body = get_json(f"{url}?token={token}", timeout=timeout)
-            except Exception as exc:
-                status, body = -1, f"{type(exc).__name__}: {exc}"
-            with lock:
-                result.requests += 1
-                if status != 200 or not isinstance(body, dict):
-                    result.errors.append(f"{status}: {str(body)[:300]}")
-                    continue
-                problem = check(token, body)
-                if problem:
-                    result.mismatches.append(problem)
-                else:
-                    result.ok += 1
-                    result.replies.append(body)
+    def keep(reply: tuple[str, int, Any]) -> None:
+        token, status, body = reply
+        result.requests += 1
+        if status != 200 or not isinstance(body, dict):
+            result.errors.append(f"{status}: {str(body)[:300]}")
+        elif problem := check(token, body):
+            result.mismatches.append(problem)
+        else:
+            result.ok += 1
+            result.replies.append(body)
+        failures = len(result.errors) + len(result.mismatches)
+        if stop_after_failures is not None and failures >= stop_after_failures:
+            stop.set()
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    drive(request, keep, total=threads * per_thread, concurrency=threads, time_cap=deadline,
+          grace=timeout + 5, lock=threading.Lock(), stop=stop)  # fmt: skip
     return result
 
 
@@ -220,7 +172,7 @@ def log_errors(text: str) -> list[str]:
 def celery_worker_argv(app: str, concurrency: int, name: str) -> list[str]:
     """A prefork worker for ``app`` on its own queue ``name`` (no gossip/mingle: tests only)."""
     return [
-        str(BIN / "celery"),
+        executable("celery"),
         "-A",
         app,
         "worker",
@@ -248,6 +200,39 @@ def celery_client(name: str, broker: str) -> Any:
         result_backend_transport_options=prefix,
     )
     return client
+
+
+def celery_results(
+    proc: ServerProcess,
+    client: Any,
+    task: str,
+    calls: list[list[Any]],
+    timeout: float,
+    warmup_args: Sequence[Any] = (),
+) -> tuple[list[tuple[list[Any], Any]], list[str]]:
+    """Run ``task`` once per argument list in ``calls``; (the (arguments, value) of each that
+    succeeded, a line per failure), all within ``timeout``. A first call, with ``warmup_args``,
+    waits up to 60 s for the worker to take tasks: it is not counted."""
+    first = client.send_task(task, args=list(warmup_args))
+    try:
+        first.get(timeout=60, propagate=False)
+    except Exception as exc:
+        raise RuntimeError(f"no task ran: {exc}\n{proc.read_log()[-5000:]}") from exc
+    sent = [(args, client.send_task(task, args=args)) for args in calls]
+    done: list[tuple[list[Any], Any]] = []
+    failures: list[str] = []
+    deadline = time.monotonic() + timeout
+    for args, result in sent:
+        try:
+            value = result.get(timeout=max(0.1, deadline - time.monotonic()), propagate=False)
+        except Exception as exc:  # celery's TimeoutError: the task never finished
+            failures.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if result.failed():
+            failures.append(repr(value))
+        else:
+            done.append((args, value))
+    return done, failures
 
 
 def drop_redis_keys(url: str, name: str) -> None:

@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
+from forkguard_lab.harness.commands import default_gunicorn_argv
+from forkguard_lab.harness.prefork import ServerProcess
+
 from ._serve import (
-    BIN,
-    NO_CONTROL_SOCKET,
     WORKERS,
-    Proc,
+    Started,
     base_env,
     free_port,
     log_errors,
     run_load,
     sessions_by_worker,
-    wait_http,
 )
 
 pytest.importorskip("uvicorn")
@@ -42,37 +42,18 @@ URLS = {
 
 @pytest.fixture
 def asgi_server(tmp_path: Path) -> Iterator[Any]:
-    procs: list[Proc] = []
+    with Started(tmp_path) as procs:
 
-    def start(driver: str, guard: str) -> tuple[Proc, str]:
-        pytest.importorskip(driver)
-        port = free_port()
-        argv = [
-            str(BIN / "gunicorn"),
-            "--preload",
-            "--workers",
-            str(WORKERS),
-            "-k",
-            WORKER_CLASS,
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "8",
-            "--graceful-timeout",
-            "3",
-            *NO_CONTROL_SOCKET,
-            "fg_asgi_app:app",
-        ]
-        env = base_env(FG_DB_URL=URLS[driver], FG_GUARD=guard)
-        proc = Proc(argv, env, tmp_path / f"gunicorn-{driver}.log").start()
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}/echo"
-        wait_http(proc, f"{url}?token=ready")
-        return proc, url
+        def start(driver: str, guard: str) -> tuple[ServerProcess, str]:
+            pytest.importorskip(driver)
+            port = free_port()
+            extra = ["-k", WORKER_CLASS, "--timeout", "8", "--graceful-timeout", "3"]
+            argv = default_gunicorn_argv("fg_asgi_app:app", port, WORKERS, extra=extra)
+            env = base_env(FG_DB_URL=URLS[driver], FG_GUARD=guard)
+            url = f"http://127.0.0.1:{port}/echo"
+            return procs.server(argv, env, f"gunicorn-{driver}.log", f"{url}?token=ready"), url
 
-    yield start
-    for proc in procs:
-        proc.stop()
+        yield start
 
 
 def _check(token: str, body: dict[str, Any]) -> str | None:
@@ -99,7 +80,7 @@ def test_uvicorn_workers_get_fresh_connections(asgi_server: Any, driver: str) ->
     # Sessions are never shared between workers.
     all_sessions = [s for sessions in workers.values() for s in sessions]
     assert len(all_sessions) == len(set(all_sessions)), workers
-    text = proc.output()
+    text = proc.read_log()
     assert "attached to a different loop" not in text
     assert not log_errors(text), text[-5000:]
 
@@ -119,4 +100,4 @@ def test_plain_forkguard_install_is_enough_for_correctness(asgi_server: Any) -> 
     proc, url = asgi_server("aiomysql", "core")
     load = run_load(url, _check, threads=8, per_thread=25)
     assert not load.errors and not load.mismatches, load.summary()
-    assert "attached to a different loop" not in proc.output()
+    assert "attached to a different loop" not in proc.read_log()

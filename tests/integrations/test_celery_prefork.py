@@ -10,7 +10,6 @@ afterwards); a private ``redis-server`` on a free port if the local one does not
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +18,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from forkguard_lab.harness.prefork import ServerProcess
+
 from ..conftest import URLS
 from ._serve import (
     WORKERS,
-    Proc,
+    Started,
     base_env,
     celery_client,
+    celery_results,
     celery_worker_argv,
     drop_redis_keys,
     free_port,
@@ -51,86 +53,65 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if server is None:
         pytest.skip("no Redis at 127.0.0.1:6379 and no redis-server to start one")
     port = free_port()
-    log = tmp_path_factory.mktemp("redis") / "redis.log"
-    proc = Proc(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        base_env(),
-        log,
-    ).start()
+    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                redis.Redis.from_url(url, socket_timeout=1).ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline or not proc.alive():
-                    raise RuntimeError(proc.output()) from None
-                time.sleep(0.1)
+    with Started(tmp_path_factory.mktemp("redis")) as procs:
+        proc = procs.process(argv, base_env(), "redis.log")
+        proc.wait_until(lambda: _pings(url), 15, "redis-server")
         yield url
-    finally:
-        proc.stop()
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
 
 
 @pytest.fixture
 def celery_worker(tmp_path: Path, broker: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    started: list[tuple[Proc, str, str, str]] = []
+    made: list[tuple[str, str]] = []
+    with Started(tmp_path) as procs:
 
-    def start(vendor: str, guard: str) -> tuple[Proc, Any]:
-        name = f"fg_i5_{uuid.uuid4().hex[:10]}"
-        engine = sa.create_engine(DB_URLS[vendor], poolclass=sa.pool.NullPool)
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"CREATE TABLE {name} (token VARCHAR(64), pid INT)"))
-        env = {
-            "FG_DB_URL": DB_URLS[vendor],
-            "FG_TABLE": name,
-            "FG_BROKER": broker,
-            "FG_QUEUE": name,
-            "FG_KEYPREFIX": f"{name}:",
-            "FG_GUARD": guard,
-        }
-        proc = Proc(
-            celery_worker_argv("fg_celery_app", WORKERS, name),
-            base_env(**env),
-            tmp_path / f"celery-{vendor}.log",
-        ).start()
-        started.append((proc, vendor, name, broker))
-        # The sending side: the same configuration, no database.
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        return proc, celery_client(name, broker)
+        def start(vendor: str, guard: str) -> tuple[ServerProcess, Any]:
+            name = f"fg_i5_{uuid.uuid4().hex[:10]}"
+            engine = sa.create_engine(DB_URLS[vendor], poolclass=sa.pool.NullPool)
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"CREATE TABLE {name} (token VARCHAR(64), pid INT)"))
+            made.append((vendor, name))
+            env = {
+                "FG_DB_URL": DB_URLS[vendor],
+                "FG_TABLE": name,
+                "FG_BROKER": broker,
+                "FG_QUEUE": name,
+                "FG_KEYPREFIX": f"{name}:",
+                "FG_GUARD": guard,
+            }
+            argv = celery_worker_argv("fg_celery_app", WORKERS, name)
+            proc = procs.process(argv, base_env(**env), f"celery-{vendor}.log")
+            # The sending side: the same configuration, no database.
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            return proc, celery_client(name, broker)
 
-    yield start
-    for proc, vendor, name, url in started:
-        proc.stop()
+        yield start
+    for vendor, name in made:
         engine = sa.create_engine(DB_URLS[vendor], poolclass=sa.pool.NullPool)
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
-        drop_redis_keys(url, name)
+        drop_redis_keys(broker, name)
 
 
-def _run_tasks(proc: Proc, client: Any, count: int, timeout: float) -> dict[str, Any]:
-    first = client.send_task("fg_celery_app.write_and_read", args=["warmup"])
-    try:
-        first.get(timeout=60, propagate=False)
-    except Exception as exc:
-        raise RuntimeError(f"no task ran: {exc}\n{proc.output()[-5000:]}") from exc
+def _run_tasks(proc: ServerProcess, client: Any, count: int, timeout: float) -> dict[str, Any]:
     tokens = [uuid.uuid4().hex for _ in range(count)]
-    results = [client.send_task("fg_celery_app.write_and_read", args=[t]) for t in tokens]
+    calls = [[t] for t in tokens]
+    done, failures = celery_results(
+        proc, client, "fg_celery_app.write_and_read", calls, timeout, warmup_args=["warmup"]
+    )
     replies: list[dict[str, Any]] = []
-    failures: list[str] = []
     mismatches: list[str] = []
-    deadline = time.monotonic() + timeout
-    for token, result in zip(tokens, results):
-        try:
-            value = result.get(timeout=max(0.1, deadline - time.monotonic()), propagate=False)
-        except Exception as exc:  # celery's TimeoutError: the task never finished
-            failures.append(f"{type(exc).__name__}: {exc}")
-            continue
-        if result.failed():
-            failures.append(repr(value))
-        elif value["row"] != token or value["echoed"] != token:
+    for (token,), value in done:
+        if value["row"] != token or value["echoed"] != token:
             mismatches.append(f"sent {token}, got row {value['row']} echo {value['echoed']}")
         else:
             replies.append(value)
@@ -148,7 +129,7 @@ def test_prefork_tasks_run_on_their_own_sessions_with_forkguard(
 ) -> None:
     proc, client = celery_worker(vendor, guard)
     out = _run_tasks(proc, client, TASKS, timeout=60)
-    assert not out["failures"] and not out["mismatches"], (out, proc.output()[-5000:])
+    assert not out["failures"] and not out["mismatches"], (out, proc.read_log()[-5000:])
     replies = out["replies"]
     assert len(replies) == TASKS
     by_pid: dict[int, set[Any]] = {}
@@ -161,7 +142,7 @@ def test_prefork_tasks_run_on_their_own_sessions_with_forkguard(
     # Each process keeps one session of its own (the pool reuses it); none is shared.
     sessions = [s for group in by_pid.values() for s in group]
     assert len(sessions) == len(set(sessions))
-    assert not log_errors(proc.output()), proc.output()[-5000:]
+    assert not log_errors(proc.read_log()), proc.read_log()[-5000:]
 
 
 @pytest.mark.slow

@@ -16,55 +16,31 @@ from typing import Any, Callable
 import pytest
 import sqlalchemy as sa
 
+from forkguard_lab.harness.commands import default_gunicorn_argv, default_uwsgi_argv
+from forkguard_lab.harness.prefork import ServerProcess
+
 from ..conftest import URLS
 from ._serve import (
-    BIN,
-    NO_CONTROL_SOCKET,
     WORKERS,
-    Proc,
+    Started,
     base_env,
     every_worker,
     free_port,
     log_errors,
     run_load,
     sessions_by_worker,
-    wait_http,
 )
 
 DB_URL = {"mysql": URLS["mysqlclient"], "postgresql": URLS["psycopg"]}
 
 
 def _argv(server: str, port: int) -> list[str]:
+    app = "fg_djproject.wsgi:application"
     if server == "gunicorn":
-        return [
-            str(BIN / "gunicorn"),
-            "--preload",
-            "--workers",
-            str(WORKERS),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "8",
-            "--graceful-timeout",
-            "3",
-            *NO_CONTROL_SOCKET,
-            "fg_djproject.wsgi:application",
-        ]
-    return [
-        str(BIN / "uwsgi"),
-        "--master",
-        "--processes",
-        str(WORKERS),
-        "--http-socket",
-        f"127.0.0.1:{port}",
-        "--module",
-        "fg_djproject.wsgi:application",
-        "--die-on-term",
-        "--need-app",
-        "--disable-logging",
-        "--harakiri",
-        "8",
-    ]
+        return default_gunicorn_argv(
+            app, port, WORKERS, extra=["--timeout", "8", "--graceful-timeout", "3"]
+        )
+    return default_uwsgi_argv(app, port, WORKERS, ["--harakiri", "8"])
 
 
 @pytest.fixture
@@ -88,28 +64,25 @@ def table() -> Iterator[Callable[[str], str]]:
 
 @pytest.fixture
 def django_server(tmp_path: Path, table: Callable[[str], str]) -> Iterator[Any]:
-    procs: list[Proc] = []
+    with Started(tmp_path) as procs:
 
-    def start(server: str, vendor: str, guarded: bool, max_age: str = "none") -> tuple[Proc, str]:
-        port = free_port()
-        env = base_env(
-            FG_DJ_VENDOR=vendor,
-            FG_GUARD="1" if guarded else "0",
-            FG_DJ_MAX_AGE=max_age,
-            FG_DJ_HEALTH="1",
-            FG_DJ_TABLE=table(vendor),
-            DJANGO_SETTINGS_MODULE="fg_djproject.settings",
-        )
-        proc = Proc(_argv(server, port), env, tmp_path / f"{server}-{vendor}.log").start()
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}/echo"
+        def start(
+            server: str, vendor: str, guarded: bool, max_age: str = "none"
+        ) -> tuple[ServerProcess, str]:
+            port = free_port()
+            env = base_env(
+                FG_DJ_VENDOR=vendor,
+                FG_GUARD="1" if guarded else "0",
+                FG_DJ_MAX_AGE=max_age,
+                FG_DJ_HEALTH="1",
+                FG_DJ_TABLE=table(vendor),
+                DJANGO_SETTINGS_MODULE="fg_djproject.settings",
+            )
+            url = f"http://127.0.0.1:{port}/echo"
+            log_name = f"{server}-{vendor}.log"
+            return procs.server(_argv(server, port), env, log_name, f"{url}?token=ready"), url
 
-        wait_http(proc, f"{url}?token=ready")
-        return proc, url
-
-    yield start
-    for proc in procs:
-        proc.stop()
+        yield start
 
 
 def _echo_check(token: str, body: dict[str, Any]) -> str | None:
@@ -157,7 +130,7 @@ def test_with_forkguard_every_worker_has_its_own_session(
     assert len(all_sessions) == len(set(all_sessions)), workers
     if max_age == "none":  # persistent: one session per worker for its whole life
         assert all(len(sessions) == 1 for sessions in workers.values()), workers
-    assert not log_errors(proc.output()), proc.output()[-5000:]
+    assert not log_errors(proc.read_log()), proc.read_log()[-5000:]
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ and dropped; Redis keys live under a unique prefix and are deleted.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +25,17 @@ from typing import Any, Callable
 import pytest
 import sqlalchemy as sa
 
+from forkguard_lab.harness.commands import default_gunicorn_argv, default_uwsgi_argv
+from forkguard_lab.harness.prefork import ServerProcess
+
 from ..conftest import URLS
 from . import test_celery_prefork as _celery_prefork
 from ._serve import (
     APPS,
-    BIN,
-    NO_CONTROL_SOCKET,
-    Proc,
+    Started,
     base_env,
     celery_client,
+    celery_results,
     celery_worker_argv,
     drop_redis_keys,
     every_worker,
@@ -42,7 +43,6 @@ from ._serve import (
     get_json,
     log_errors,
     run_load,
-    wait_http,
 )
 
 PROCESSES = 2  # workers per server: the machine has two cores, shared
@@ -56,59 +56,40 @@ broker = _celery_prefork.broker  # the local Redis, or a private redis-server
 
 
 @pytest.fixture
-def celery_placement(tmp_path: Path, broker: str) -> Iterator[Callable[[str], tuple[Proc, Any]]]:
+def celery_placement(
+    tmp_path: Path, broker: str
+) -> Iterator[Callable[[str], tuple[ServerProcess, Any]]]:
     pytest.importorskip("celery")
+    names: list[str] = []
+    with Started(tmp_path) as procs:
 
-    started: list[tuple[Proc, str]] = []
+        def start(guard: str) -> tuple[ServerProcess, Any]:
+            name = f"fg_placement_{uuid.uuid4().hex[:10]}"
+            env = {
+                "FG_DB_URL": CELERY_DB_URL,
+                "FG_BROKER": broker,
+                "FG_QUEUE": name,
+                "FG_KEYPREFIX": f"{name}:",
+                "FG_GUARD": guard,
+            }
+            names.append(name)
+            argv = celery_worker_argv("fg_placement_celery_app", PROCESSES, name)
+            proc = procs.process(argv, base_env(**env), f"celery-{guard}.log")
+            return proc, celery_client(name, broker)
 
-    def start(guard: str) -> tuple[Proc, Any]:
-        name = f"fg_placement_{uuid.uuid4().hex[:10]}"
-        env = {
-            "FG_DB_URL": CELERY_DB_URL,
-            "FG_BROKER": broker,
-            "FG_QUEUE": name,
-            "FG_KEYPREFIX": f"{name}:",
-            "FG_GUARD": guard,
-        }
-        proc = Proc(
-            celery_worker_argv("fg_placement_celery_app", PROCESSES, name),
-            base_env(**env),
-            tmp_path / f"celery-{guard}.log",
-        ).start()
-        started.append((proc, name))
-        return proc, celery_client(name, broker)
-
-    yield start
-    for proc, name in started:
-        proc.stop()
+        yield start
+    for name in names:
         drop_redis_keys(broker, name)
 
 
-def _celery_tasks(proc: Proc, client: Any, count: int, timeout: float) -> dict[str, Any]:
-    first = client.send_task("fg_placement_celery_app.session")
-    try:
-        first.get(timeout=60, propagate=False)
-    except Exception as exc:
-        raise RuntimeError(f"no task ran: {exc}\n{proc.output()[-5000:]}") from exc
-    results = [client.send_task("fg_placement_celery_app.session") for _ in range(count)]
-    replies: list[dict[str, Any]] = []
-    failures: list[str] = []
-    deadline = time.monotonic() + timeout
-    for result in results:
-        try:
-            value = result.get(timeout=max(0.1, deadline - time.monotonic()), propagate=False)
-        except Exception as exc:  # celery's TimeoutError: the task never finished
-            failures.append(f"{type(exc).__name__}: {exc}")
-            continue
-        if result.failed():
-            failures.append(repr(value))
-        else:
-            replies.append(value)
-    return {"replies": replies, "failures": failures}
+def _celery_tasks(proc: ServerProcess, client: Any, count: int, timeout: float) -> dict[str, Any]:
+    calls: list[list[Any]] = [[] for _ in range(count)]
+    done, failures = celery_results(proc, client, "fg_placement_celery_app.session", calls, timeout)
+    return {"replies": [value for _, value in done], "failures": failures}
 
 
-def _assert_celery_protected(proc: Proc, out: dict[str, Any], *, late: bool) -> None:
-    assert not out["failures"], (out["failures"][:3], proc.output()[-5000:])
+def _assert_celery_protected(proc: ServerProcess, out: dict[str, Any], *, late: bool) -> None:
+    assert not out["failures"], (out["failures"][:3], proc.read_log()[-5000:])
     replies = out["replies"]
     assert len(replies) == CELERY_TASKS
     by_pid: dict[int, set[Any]] = {}
@@ -130,7 +111,7 @@ def _assert_celery_protected(proc: Proc, out: dict[str, Any], *, late: bool) -> 
             ), (reply["install_site"], reply["log"])
     sessions = [s for group in by_pid.values() for s in group]
     assert len(sessions) == len(set(sessions)), by_pid  # no two pool processes share one
-    assert not log_errors(proc.output()), proc.output()[-5000:]
+    assert not log_errors(proc.read_log()), proc.read_log()[-5000:]
 
 
 @pytest.mark.slow
@@ -166,52 +147,37 @@ DJ_DB_URL = URLS["psycopg"]
 
 
 @pytest.fixture
-def gunicorn_django(tmp_path: Path) -> Iterator[Callable[..., tuple[Proc, str]]]:
+def gunicorn_django(tmp_path: Path) -> Iterator[Callable[..., tuple[ServerProcess, str]]]:
     pytest.importorskip("django")
-    procs: list[Proc] = []
     tables: list[str] = []
+    with Started(tmp_path) as procs:
 
-    def start(install: bool, installed_app: bool = False) -> tuple[Proc, str]:
-        table = f"fg_placement_{uuid.uuid4().hex[:10]}"
-        engine = sa.create_engine(DJ_DB_URL, poolclass=sa.pool.NullPool)
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"CREATE TABLE {table} (token VARCHAR(64), pid INT)"))
-        tables.append(table)
-        port = free_port()
-        env = base_env(
-            FG_DJ_VENDOR=DJ_VENDOR,
-            # No forkguard.django in INSTALLED_APPS (but in the control): gunicorn.conf.py only.
-            FG_GUARD="1" if installed_app else "0",
-            FG_PLACEMENT_INSTALL="1" if install else "0",
-            FG_DJ_MAX_AGE="none",
-            FG_DJ_TABLE=table,
-            DJANGO_SETTINGS_MODULE="fg_djproject.settings",
-        )
-        argv = [
-            str(BIN / "gunicorn"),
-            "--config",
-            str(APPS / "fg_placement_gunicorn_conf.py"),
-            "--preload",
-            "--workers",
-            str(PROCESSES),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "8",
-            "--graceful-timeout",
-            "3",
-            *NO_CONTROL_SOCKET,
-            "fg_djproject.wsgi:application",
-        ]
-        proc = Proc(argv, env, tmp_path / f"gunicorn-{install}-{installed_app}.log").start()
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}/echo"
-        wait_http(proc, f"{url}?token=ready")
-        return proc, url
+        def start(install: bool, installed_app: bool = False) -> tuple[ServerProcess, str]:
+            table = f"fg_placement_{uuid.uuid4().hex[:10]}"
+            engine = sa.create_engine(DJ_DB_URL, poolclass=sa.pool.NullPool)
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"CREATE TABLE {table} (token VARCHAR(64), pid INT)"))
+            tables.append(table)
+            port = free_port()
+            env = base_env(
+                FG_DJ_VENDOR=DJ_VENDOR,
+                # No forkguard.django in INSTALLED_APPS (but in the control): gunicorn.conf.py only.
+                FG_GUARD="1" if installed_app else "0",
+                FG_PLACEMENT_INSTALL="1" if install else "0",
+                FG_DJ_MAX_AGE="none",
+                FG_DJ_TABLE=table,
+                DJANGO_SETTINGS_MODULE="fg_djproject.settings",
+            )
+            config = ["--config", str(APPS / "fg_placement_gunicorn_conf.py")]
+            timeouts = ["--timeout", "8", "--graceful-timeout", "3"]
+            argv = default_gunicorn_argv(
+                "fg_djproject.wsgi:application", port, PROCESSES, extra=[*config, *timeouts]
+            )
+            url = f"http://127.0.0.1:{port}/echo"
+            log_name = f"gunicorn-{install}-{installed_app}.log"
+            return procs.server(argv, env, log_name, f"{url}?token=ready"), url
 
-    yield start
-    for proc in procs:
-        proc.stop()
+        yield start
     for table in tables:
         engine = sa.create_engine(DJ_DB_URL, poolclass=sa.pool.NullPool)
         with engine.begin() as conn:
@@ -226,10 +192,10 @@ def _echo_check(token: str, body: dict[str, Any]) -> str | None:
     return None
 
 
-def _assert_gunicorn_protected(proc: Proc, url: str) -> None:
-    assert "fg_placement: install() with django imported: False" in proc.output(), proc.output()
+def _assert_gunicorn_protected(proc: ServerProcess, url: str) -> None:
+    assert "fg_placement: install() with django imported: False" in proc.read_log(), proc.read_log()
     workers = every_worker(url, workers=PROCESSES, timeout=15)
-    assert len(workers) == PROCESSES, (workers, proc.output()[-5000:])
+    assert len(workers) == PROCESSES, (workers, proc.read_log()[-5000:])
     for reply in workers.values():
         assert reply["session"] != reply["master_session"], workers
     load = run_load(url, _echo_check, threads=4, per_thread=15)
@@ -239,7 +205,7 @@ def _assert_gunicorn_protected(proc: Proc, url: str) -> None:
         sessions.setdefault(reply["pid"], set()).add(reply["session"])
     flat = [s for group in sessions.values() for s in group]
     assert len(flat) == len(set(flat)), sessions  # persistent: one session per worker, unshared
-    assert not log_errors(proc.output()), proc.output()[-5000:]
+    assert not log_errors(proc.read_log()), proc.read_log()[-5000:]
 
 
 @pytest.mark.slow
@@ -269,49 +235,36 @@ UWSGI_DB_URL = URLS["pymysql"]
 
 
 @pytest.fixture
-def uwsgi_without_decorators(tmp_path: Path) -> Iterator[Callable[..., tuple[Proc, str, Path]]]:
-    procs: list[Proc] = []
+def uwsgi_without_decorators(
+    tmp_path: Path,
+) -> Iterator[Callable[..., tuple[ServerProcess, str, Path]]]:
+    with Started(tmp_path) as procs:
 
-    def start(guard: bool | str, block: bool = True) -> tuple[Proc, str, Path]:
-        port = free_port()
-        hook_log = tmp_path / f"hook-{guard}-{block}.log"
-        env = base_env(
-            FG_GUARD=guard if isinstance(guard, str) else "1" if guard else "0",
-            FG_BLOCK_DECORATORS="1" if block else "0",
-            FG_DB_URL=UWSGI_DB_URL,
-            FG_HOOK_LOG=str(hook_log),
-        )
-        argv = [
-            str(BIN / "uwsgi"),
-            "--master",
-            "--processes",
-            str(PROCESSES),
-            "--http-socket",
-            f"127.0.0.1:{port}",
-            "--module",
-            "fg_placement_uwsgi_app:application",
-            "--die-on-term",
-            "--need-app",
-            "--disable-logging",
-        ]
-        proc = Proc(argv, env, tmp_path / f"uwsgi-{guard}-{block}.log").start()
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}/"
-        wait_http(proc, url)
-        return proc, url, hook_log
+        def start(guard: bool | str, block: bool = True) -> tuple[ServerProcess, str, Path]:
+            port = free_port()
+            hook_log = tmp_path / f"hook-{guard}-{block}.log"
+            env = base_env(
+                FG_GUARD=guard if isinstance(guard, str) else "1" if guard else "0",
+                FG_BLOCK_DECORATORS="1" if block else "0",
+                FG_DB_URL=UWSGI_DB_URL,
+                FG_HOOK_LOG=str(hook_log),
+            )
+            argv = default_uwsgi_argv("fg_placement_uwsgi_app:application", port, PROCESSES)
+            url = f"http://127.0.0.1:{port}/"
+            return procs.server(argv, env, f"uwsgi-{guard}-{block}.log", url), url, hook_log
 
-    yield start
-    for proc in procs:
-        proc.stop()
+        yield start
 
 
-def _assert_uwsgi_protected(proc: Proc, url: str, hook_log: Path, *, blocked: bool) -> None:
+def _assert_uwsgi_protected(
+    proc: ServerProcess, url: str, hook_log: Path, *, blocked: bool
+) -> None:
     status, first = get_json(url)
     assert status == 200, first
     assert first["decorators_importable"] is not blocked
     assert first["install_error"] is None, first  # install() did not raise
     workers = every_worker(url, workers=PROCESSES, timeout=15)
-    assert len(workers) == PROCESSES, (workers, proc.output()[-5000:])
+    assert len(workers) == PROCESSES, (workers, proc.read_log()[-5000:])
     sessions = {reply["session"] for reply in workers.values()}
     assert first["master_session"] not in sessions, workers
     assert len(sessions) == PROCESSES, workers  # one session per worker
@@ -321,7 +274,7 @@ def _assert_uwsgi_protected(proc: Proc, url: str, hook_log: Path, *, blocked: bo
     # The user's own uwsgi.post_fork_hook, set before install(), still ran in every worker.
     hooked = sorted(map(int, hook_log.read_text().split())) if hook_log.exists() else []
     assert sorted(workers) == hooked, (hooked, sorted(workers))
-    assert not log_errors(proc.output()), proc.output()[-5000:]
+    assert not log_errors(proc.read_log()), proc.read_log()[-5000:]
 
 
 @pytest.mark.slow

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from forkguard_lab import DRIVERS, matrix
+from forkguard_lab.harness.http import http_get
 from forkguard_lab.harness.servers import missing_binaries_message, private_server
 from forkguard_lab.matrix import CellResult, Target, run_cell
-from forkguard_lab.runners import INSTALL_AT_ENV, WORKERS, http_get
+from forkguard_lab.runners import INSTALL_AT_ENV, WORKERS
 
 pytestmark = pytest.mark.slow
 

@@ -74,6 +74,11 @@ def test_forkguard_workers_use_less_memory_than_lazy_loading(
         ours = fg[key]["workers_pss_kb"]
         theirs = lazy["workers_pss_kb"]
         assert ours > 0 and theirs > 0
+        assert fg[key]["pss_not_measured"] == "" and lazy["pss_not_measured"] == ""
+        # Read only once every worker had loaded the app: each lazy worker holds all of it
+        # (the 32 MB working set at least), never a worker caught mid-import.
+        assert len(lazy["workers_pss_each_kb"]) == 4, lazy
+        assert min(lazy["workers_pss_each_kb"]) >= 32 * 1024, lazy["workers_pss_each_kb"]
         ratio = ours / theirs
         print(f"{key}: forkguard PSS / lazy PSS = {ratio:.2f}")
         assert ratio < 1.0, f"{key}: forkguard {ours} kB >= lazy {theirs} kB"
@@ -86,3 +91,7 @@ def test_outputs_are_written(lab_runs: dict[str, dict[str, Any]]) -> None:
     assert (out / "lab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "lab.txt").read_text()
     assert "forkguard" in text and "HTTP err" in text
+    for cell in lab_runs["forkguard"]["doc"]["cells"]:
+        where = f"{cell['server']}/{cell['driver']}/{cell['strategy']}"
+        if cell["time_capped"]:  # a short row is always marked and explained
+            assert f"* {where}: {cell['requests']} of {cell['requests_asked']} requests" in text

@@ -12,6 +12,7 @@ from forkguard_lab import ERROR_MARKER, STRATEGIES, STRATEGY_LABELS
 from forkguard_lab.cli import main as lab_main
 from forkguard_lab.harness import servers
 from forkguard_lab.harness.logscan import classify, scan
+from forkguard_lab.legend import STRATEGY_HELP
 from forkguard_lab.matrix import CellResult
 from forkguard_lab.report import _CHART_LABELS, format_table, legend, pss_ratios, summary
 from forkguard_lab.runners import POSTFORK_STRATEGIES, build_server
@@ -107,9 +108,12 @@ def test_every_strategy_has_labels_and_postfork_ones_have_a_hook() -> None:
     app_source = Path(spec.origin).read_text()
     for name in POSTFORK_STRATEGIES:
         assert f'"{name}": _' in app_source, name
+    assert set(STRATEGY_HELP) == set(STRATEGIES)
     lines = legend().splitlines()
     for name in STRATEGIES:
-        assert any(ln.split()[:1] == [name] and STRATEGY_LABELS[name] in ln for ln in lines), name
+        assert any(ln.split()[:1] == [name] and STRATEGY_HELP[name][:40] in ln for ln in lines), (
+            name
+        )
 
 
 def test_missing_binaries_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,9 +5,10 @@ The reported app is Flask + Flask-SQLAlchemy on MySQL under uWSGI with 4 workers
 post-fork hook, then closing all sessions + ``dispose()`` + a new scoped session. The lab
 rebuilds that app and runs those fixes, the other known ones and forkguard side by side.
 
-One module per job: :mod:`.servers` (private throwaway databases), :mod:`.app` (the reported
-Flask app), :mod:`.runners` (uWSGI / gunicorn), :mod:`.load` (the client), :mod:`.logscan`
-(DB error kinds from server logs), :mod:`.matrix` (one cell, end to end), :mod:`.report`
+One module per job: :mod:`.harness` (what the lab shares with the benchmarks and the tests:
+private throwaway databases, pre-fork server processes, the HTTP load client, DB error kinds
+from server logs, /proc), :mod:`.app` (the reported Flask app), :mod:`.runners` (the app under
+uWSGI / gunicorn, one strategy each), :mod:`.matrix` (one cell, end to end), :mod:`.report`
 (table, JSON, PNG) and :mod:`.cli`.
 
 Constants shared by the harness and the app live here, because importing :mod:`.app` builds

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import json
 import logging
 import os
 import signal
@@ -20,16 +22,11 @@ from typing import Any, Optional, Sequence
 
 from . import DRIVERS, STRATEGIES
 from .harness.servers import ServerUnavailable, missing_binaries_message, private_server
+from .labdocs import END as LAB_END
+from .labdocs import START as LAB_START
+from .labdocs import cells_of, checkout_commit, write_docs
 from .matrix import CellResult, Target, run_cell
-from .report import (
-    Progress,
-    ensure_dir,
-    format_table,
-    legend,
-    summary,
-    write_json,
-    write_png,
-)
+from .report import Progress, ensure_dir, render, write_json, write_png
 from .runners import SERVERS
 
 HELP = "reproduce the fork bug under uWSGI/gunicorn; compare every fix"
@@ -53,7 +50,7 @@ QUICK = Preset(
     drivers=("pymysql",),
     strategies=("none", "dispose", "lazy", "forkguard"),
     requests=300,
-    budget=70.0,
+    budget=100.0,
 )
 FULL = Preset(
     servers=SERVERS,
@@ -96,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a subset that finishes in under 2 minutes: uwsgi+gunicorn x pymysql x "
-        "none, dispose, lazy, forkguard",
+        help="a subset that takes about 2 minutes on an idle 2-core machine: "
+        "uwsgi+gunicorn x pymysql x none, dispose, lazy, forkguard",
     )
     p.add_argument(
         "--db",
@@ -122,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget",
         type=float,
-        help="seconds for the whole run; each cell's load is capped to its share "
-        "(default 420; quick 70)",
+        help="seconds for the whole run; each cell's load is capped to its share, and "
+        "cells that reach their cap are marked (default 420; quick 100)",
     )
     p.add_argument(
         "--style",
@@ -138,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--keep-logs", action="store_true", help="keep each cell's server log under OUT/logs"
+    )
+    p.add_argument(
+        "--docs",
+        metavar="PAGE",
+        help="also write this Markdown page (docs/lab.md) from the run, with its commit",
+    )
+    p.add_argument(
+        "--readme",
+        metavar="README",
+        help="also rewrite the lab block (<!-- lab:start --> ... <!-- lab:end -->) of this file",
+    )
+    p.add_argument(
+        "--from-json",
+        metavar="LAB_JSON",
+        help="run nothing: write --docs / --readme (and print the text) from a stored lab.json",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log the harness's steps")
     return p
@@ -176,89 +188,191 @@ def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures, from the arguments and the preset."""
+
+    servers: list[str]
+    drivers: list[str]
+    strategies: list[str]
+    requests: int
+    budget: float
+    given: dict[str, Target]
+
+    @property
+    def cells(self) -> list[tuple[str, str, str]]:
+        return [(s, d, st) for s in self.servers for d in self.drivers for st in self.strategies]
+
+    @property
+    def backends(self) -> list[str]:
+        return sorted({DRIVERS[d][0] for d in self.drivers})
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    base = QUICK if args.quick else FULL
+    servers = _csv(args.servers, SERVERS, "servers") if args.servers else list(base.servers)
+    drivers = _csv(args.drivers, list(DRIVERS), "drivers") if args.drivers else list(base.drivers)
+    strategies = (
+        _csv(args.strategies, STRATEGIES, "strategies")
+        if args.strategies
+        else list(base.strategies)
+    )
+    requests = args.requests if args.requests is not None else base.requests
+    budget = args.budget if args.budget is not None else base.budget
+    if requests < 1 or args.max_requests < 1 or args.concurrency < 1 or budget <= 0:
+        raise UsageError("--requests, --max-requests, --concurrency and --budget must be > 0")
+    _check_pages(args)
+    return Plan(servers, drivers, strategies, requests, budget, _targets_from_urls(args.db))
+
+
+def _check_pages(args: argparse.Namespace) -> None:
+    """Before anything runs: --docs can be written, --readme has the lab block."""
+    if args.docs and not os.path.isdir(os.path.dirname(os.path.abspath(args.docs))):
+        raise UsageError(f"--docs {args.docs}: no such directory")
+    if args.readme:
+        try:
+            with open(args.readme, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise UsageError(f"--readme {args.readme}: {exc.strerror}") from exc
+        if LAB_START not in text or LAB_END not in text:
+            raise UsageError(f"--readme {args.readme}: no {LAB_START} ... {LAB_END} block")
+
+
+def _run_cells(
+    plan: Plan, args: argparse.Namespace, out_dir: str, progress: Progress
+) -> list[CellResult]:
+    """Every cell of the plan, each load capped to its share of what is left of the budget."""
+    t_start = time.monotonic()
+    results: list[CellResult] = []
+    overheads: list[float] = []  # seconds each cell spent outside its load: start, stop, ...
+    cells = plan.cells
+    with contextlib.ExitStack() as stack:
+        targets = dict(plan.given)
+        for backend in (b for b in plan.backends if b not in plan.given):
+            progress.cell(f"starting a private {backend} server")
+            srv = stack.enter_context(private_server(backend))
+            targets[backend] = Target(
+                kind=backend, host="127.0.0.1", port=srv.port, user=srv.admin_user
+            )
+        if args.keep_logs:
+            workdir = ensure_dir(os.path.join(out_dir, "logs"))
+        else:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fg-lab-"))
+        for n, (server, driver, strategy) in enumerate(cells):
+            share = (plan.budget - (time.monotonic() - t_start)) / (len(cells) - n)
+            overhead = sum(overheads) / len(overheads) if overheads else _CELL_OVERHEAD
+            progress.cell(f"cell {n + 1}/{len(cells)}: {server} / {driver} / {strategy}")
+            done_before = progress.done
+            res = run_cell(
+                server,
+                driver,
+                strategy,
+                targets[DRIVERS[driver][0]],
+                index=n,
+                workdir=workdir,
+                requests=plan.requests,
+                max_requests=args.max_requests,
+                concurrency=args.concurrency,
+                time_cap=round(max(2.0, min(30.0, share - overhead)), 1),
+                style=args.style,
+                respawn_timeout=5.0,
+                progress=progress.advance,
+            )
+            progress.set_done(done_before + plan.requests)
+            results.append(res)
+            overheads.append(max(0.0, res.cell_seconds - res.load_seconds))
+    return results
+
+
+def _start_facts() -> dict[str, Any]:
+    """Taken before the first cell: the code and the machine as the run found them."""
+    return {
+        "commit": checkout_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _meta(
+    plan: Plan, args: argparse.Namespace, argv: Sequence[str], elapsed: float
+) -> dict[str, Any]:
+    return {
+        "command": ("forkguard lab " + " ".join(argv)).strip(),
+        "quick": bool(args.quick),
+        "servers": plan.servers,
+        "drivers": plan.drivers,
+        "strategies": plan.strategies,
+        "requests_per_cell": plan.requests,
+        "max_requests": args.max_requests,
+        "concurrency": args.concurrency,
+        "style": args.style,
+        "workers": 4,
+        "elapsed_s": round(elapsed, 1),
+        "databases": {b: ("given" if b in plan.given else "private") for b in plan.backends},
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+
+
+def _emit(doc: dict[str, Any], args: argparse.Namespace, wrote: list[str]) -> None:
+    """Print the text (or the JSON) and write the pages asked for."""
+    text = render(doc["meta"], cells_of(doc))
+    wrote += write_docs(doc, args.docs, args.readme)
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        print(text)
+        print(f"\nwrote {', '.join(wrote)}")
+
+
+def _from_json(args: argparse.Namespace) -> int:
+    """``--from-json``: the pages and the text again from a stored run, measuring nothing."""
+    try:
+        with open(args.from_json) as fh:
+            doc = json.load(fh)
+        render(doc["meta"], cells_of(doc))  # checks the document before anything is written
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(f"forkguard lab: --from-json {args.from_json}: {exc}", file=sys.stderr)
+        return 2
+    _emit(doc, args, [])
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    arglist = list(argv) if argv is not None else sys.argv[1:]
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = parser.parse_args(arglist)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    base = QUICK if args.quick else FULL
     try:
-        servers = _csv(args.servers, SERVERS, "servers") if args.servers else list(base.servers)
-        drivers = (
-            _csv(args.drivers, list(DRIVERS), "drivers") if args.drivers else list(base.drivers)
-        )
-        strategies = (
-            _csv(args.strategies, STRATEGIES, "strategies")
-            if args.strategies
-            else list(base.strategies)
-        )
-        requests = args.requests if args.requests is not None else base.requests
-        budget = args.budget if args.budget is not None else base.budget
-        if requests < 1 or args.max_requests < 1 or args.concurrency < 1 or budget <= 0:
-            raise UsageError("--requests, --max-requests, --concurrency and --budget must be > 0")
-        given = _targets_from_urls(args.db)
+        if args.from_json:
+            _check_pages(args)
+            return _from_json(args)
+        plan = _plan(args)
     except UsageError as exc:
         print(f"forkguard lab: {exc}", file=sys.stderr)
         return 2
-
-    backends = sorted({DRIVERS[d][0] for d in drivers})
-    need_private = [b for b in backends if b not in given]
-    missing = missing_binaries_message(need_private)
+    missing = missing_binaries_message([b for b in plan.backends if b not in plan.given])
     if missing:
         print(missing, file=sys.stderr)
         return 3
+    return _run_and_report(plan, args, arglist)
 
-    cells_plan = [(s, d, st) for s in servers for d in drivers for st in strategies]
+
+def _run_and_report(plan: Plan, args: argparse.Namespace, arglist: list[str]) -> int:
     out_dir = ensure_dir(os.path.abspath(args.out))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     t_start = time.monotonic()
-    results: list[CellResult] = []
-    overheads: list[float] = []  # seconds each cell spent outside its load: start, stop, ...
-    progress = Progress(total=len(cells_plan) * requests)
+    facts = _start_facts()
+    progress = Progress(total=len(plan.cells) * plan.requests)
     try:
-        with contextlib.ExitStack() as stack:
-            targets = dict(given)
-            for backend in need_private:
-                progress.cell(f"starting a private {backend} server")
-                srv = stack.enter_context(private_server(backend))
-                targets[backend] = Target(
-                    kind=backend, host="127.0.0.1", port=srv.port, user=srv.admin_user
-                )
-            if args.keep_logs:
-                workdir = ensure_dir(os.path.join(out_dir, "logs"))
-            else:
-                workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fg-lab-"))
-            for n, (server, driver, strategy) in enumerate(cells_plan):
-                left = len(cells_plan) - n
-                share = (budget - (time.monotonic() - t_start)) / left
-                respawn_timeout = 5.0
-                overhead = sum(overheads) / len(overheads) if overheads else _CELL_OVERHEAD
-                time_cap = max(2.0, min(30.0, share - overhead))
-                progress.cell(f"cell {n + 1}/{len(cells_plan)}: {server} / {driver} / {strategy}")
-                done_before = progress.done
-                res = run_cell(
-                    server,
-                    driver,
-                    strategy,
-                    targets[DRIVERS[driver][0]],
-                    index=n,
-                    workdir=workdir,
-                    requests=requests,
-                    max_requests=args.max_requests,
-                    concurrency=args.concurrency,
-                    time_cap=time_cap,
-                    style=args.style,
-                    respawn_timeout=respawn_timeout,
-                    progress=progress.advance,
-                )
-                progress.set_done(done_before + requests)
-                results.append(res)
-                overheads.append(max(0.0, res.cell_seconds - res.load_seconds))
+        results = _run_cells(plan, args, out_dir, progress)
     except ServerUnavailable as exc:
         progress.close()
         print(f"forkguard lab: {exc}", file=sys.stderr)
@@ -270,51 +384,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     progress.close()
-    elapsed = time.monotonic() - t_start
-
-    command = "forkguard lab " + " ".join(list(argv) if argv is not None else sys.argv[1:])
-    meta: dict[str, Any] = {
-        "command": command.strip(),
-        "quick": bool(args.quick),
-        "servers": servers,
-        "drivers": drivers,
-        "strategies": strategies,
-        "requests_per_cell": requests,
-        "max_requests": args.max_requests,
-        "concurrency": args.concurrency,
-        "style": args.style,
-        "workers": 4,
-        "elapsed_s": round(elapsed, 1),
-        "databases": {b: ("given" if b in given else "private") for b in backends},
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-    }
+    meta = {**facts, **_meta(plan, args, arglist, time.monotonic() - t_start)}
     json_path = os.path.join(out_dir, "lab.json")
-    png_path = os.path.join(out_dir, "lab.png")
     txt_path = os.path.join(out_dir, "lab.txt")
     write_json(json_path, meta, results)
-    chart = write_png(png_path, results)
-    scope = "quick subset" if args.quick else "matrix"
-    text = "\n".join(
-        [
-            f"forkguard lab ({scope}): {len(servers)} server(s) x {len(drivers)} driver(s) x "
-            f"{len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'}, 4 workers, "
-            f"max-requests {args.max_requests}, {requests} requests/cell, {elapsed:.0f}s",
-            "",
-            format_table(results),
-            "",
-            summary(results),
-            "",
-            legend(),
-        ]
-    )
+    chart = write_png(os.path.join(out_dir, "lab.png"), results)
     with open(txt_path, "w") as fh:
-        fh.write(text + "\n")
-    if args.json:
-        with open(json_path) as fh:
-            sys.stdout.write(fh.read())
-    else:
-        print(text)
-        print(f"\nwrote {txt_path}, {json_path}" + (f", {chart}" if chart else ""))
+        fh.write(render(meta, results) + "\n")
+    with open(json_path) as fh:
+        doc = json.load(fh)
+    _emit(doc, args, [txt_path, json_path] + ([chart] if chart else []))
     bad = [c for c in results if c.error or (c.strategy == "forkguard" and not c.clean)]
     return 1 if bad else 0

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field
-from types import TracebackType
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Optional
 
 from . import DRIVERS
@@ -22,6 +19,7 @@ from .harness.load import run_load
 from .harness.logscan import scan
 from .harness.procfs import pss_kb
 from .harness.servers import admin_execute
+from .memory import PssSampler, answer_spans, probe_workers, settled_pss, settled_samples
 from .runners import WORKERS, build_server
 
 log = logging.getLogger("forkguard_lab")
@@ -70,6 +68,8 @@ class CellResult:
     driver: str
     strategy: str
     requests: int = 0
+    requests_asked: int = 0
+    time_cap_s: float = 0.0
     ok: int = 0
     http_errors: int = 0
     status_counts: dict[str, int] = field(default_factory=dict)
@@ -81,7 +81,10 @@ class CellResult:
     lost_writes: int = 0
     failed_but_committed: int = 0
     throughput_rps: float = 0.0
-    workers_pss_kb: int = 0
+    workers_pss_kb: int = 0  # 0 when not measured; then pss_not_measured says why
+    workers_pss_each_kb: list[int] = field(default_factory=list)
+    pss_not_measured: str = ""
+    pss_readings: int = 0
     master_pss_kb: int = 0
     respawn_s: Optional[float] = None
     respawn_status: str = ""
@@ -92,6 +95,11 @@ class CellResult:
     timed_out: bool = False
     cut_off: int = 0
     error: Optional[str] = None
+
+    @property
+    def time_capped(self) -> bool:
+        """The load stopped at its time cap before the requested count: fewer requests."""
+        return self.requests < self.requests_asked
 
     @property
     def leaks(self) -> int:
@@ -115,7 +123,14 @@ class CellResult:
         d = asdict(self)
         d["leaks"] = self.leaks
         d["clean"] = self.clean
+        d["time_capped"] = self.time_capped
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellResult:
+        """A cell back from the JSON document (the derived keys are recomputed, not read)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def run_cell(
@@ -136,7 +151,13 @@ def run_cell(
 ) -> CellResult:
     """Run one cell; never raises for a failure of the system under test (it is recorded)."""
     t0 = time.monotonic()
-    res = CellResult(server=server, driver=driver, strategy=strategy)
+    res = CellResult(
+        server=server,
+        driver=driver,
+        strategy=strategy,
+        requests_asked=requests,
+        time_cap_s=time_cap,
+    )
     dbname = f"fg_lab_{os.getpid()}_{index}"
     url = target.url(DRIVERS[driver][1], dbname)
     celldir = os.path.join(workdir, f"{index:02d}-{server}-{driver}-{strategy}")
@@ -151,8 +172,7 @@ def run_cell(
             server, strategy, url, celldir, max_requests=max_requests, style=style
         )
         app_server.start()
-        sampler = PssSampler(app_server.worker_pids)
-        with sampler:
+        with PssSampler(app_server.worker_pids) as sampler:
             load = run_load(
                 app_server.port,
                 total=requests,
@@ -170,8 +190,8 @@ def run_cell(
         res.load_seconds = round(load.elapsed, 2)
         res.timed_out = load.timed_out
         res.cut_off = load.cut_off
-        res.workers_pss_kb = sampler.total_for(load.pids_seen, WORKERS)
-        res.master_pss_kb = pss_kb(app_server.master_pid)
+        spans = answer_spans((r.pid, r.t0, r.t1) for r in load.reqs)
+        _read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
         load_log = app_server.read_log()
         kinds = scan(load_log)
         respawn, res.respawn_status = app_server.measure_recovery(timeout=respawn_timeout)
@@ -207,61 +227,25 @@ def run_cell(
     return res
 
 
-class PssSampler:
-    """Samples the workers' PSS during the load.
-
-    Why not one snapshot at the end: workers recycle all the time (that is how the lab makes
-    the master re-fork), so a snapshot catches some of them just forked - and a lazy-apps
-    worker that has not imported the app yet looks tiny. The total counts only instants when
-    all the workers were up and every one of them went on to serve a request (so each had the
-    app loaded); the median of those totals is the cell's figure.
-    """
-
-    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.2) -> None:
-        self._pids = pids
-        self._interval = interval
-        self.samples: list[dict[int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fg-lab-pss", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            sample = {pid: pss_kb(pid) for pid in self._pids()}
-            self.samples.append({pid: kb for pid, kb in sample.items() if kb > 0})
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> PssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def total_for(self, served: set[int], workers: int) -> int:
-        """Median total PSS (kB) over instants when all ``workers`` were up and serving.
-
-        Falls back to ``workers`` x the median per-worker peak when no instant qualifies
-        (a server that never had all its workers up at once).
-        """
-        totals = [
-            sum(s.values())
-            for s in self.samples
-            if len(s) >= workers and all(pid in served for pid in s)
-        ]
-        if totals:
-            return int(statistics.median(totals))
-        peaks: dict[int, int] = {}
-        for s in self.samples:
-            for pid, kb in s.items():
-                if pid in served:
-                    peaks[pid] = max(kb, peaks.get(pid, 0))
-        return int(statistics.median(peaks.values()) * workers) if peaks else 0
+def _read_memory(res: CellResult, app_server: Any, during_load: list[dict[int, int]]) -> None:
+    """The workers' PSS, only from instants when every one of them had loaded the app: the
+    settled samples ``during_load`` and readings right after it (see :mod:`.memory`)."""
+    port = app_server.port
+    reading = settled_pss(
+        app_server.worker_pids,
+        lambda: probe_workers(port, WORKERS),
+        WORKERS,
+        earlier=during_load,
+        alive=lambda: app_server.exited() is None,
+        # One more reading after the load: each probe round brings recycled lazy-apps workers
+        # closer to a re-import, so waiting for three can take a loaded machine 20 s.
+        readings=1,
+    )
+    res.pss_readings = reading.readings
+    res.workers_pss_kb = reading.total_kb
+    res.workers_pss_each_kb = reading.per_worker_kb
+    res.pss_not_measured = reading.not_measured
+    res.master_pss_kb = pss_kb(app_server.master_pid)
 
 
 def _create_tables(url: str, style: str, celldir: str) -> None:

@@ -14,7 +14,8 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
-from . import STRATEGIES, STRATEGY_LABELS
+from . import STRATEGIES
+from .legend import legend as _legend
 from .matrix import CellResult
 
 log = logging.getLogger("forkguard_lab")
@@ -67,8 +68,16 @@ class Progress:
             self.stream.flush()
 
 
-def _mb(kb: int) -> str:
-    return f"{kb / 1024:.0f}" if kb else "-"
+def _reqs(cell: CellResult) -> str:
+    return f"{cell.requests}*" if cell.time_capped else str(cell.requests)
+
+
+def _pss(cell: CellResult) -> str:
+    if cell.error:
+        return "-"
+    if cell.pss_not_measured or not cell.workers_pss_kb:
+        return "n/m"
+    return f"{cell.workers_pss_kb / 1024:.0f}"
 
 
 def _respawn(cell: CellResult) -> str:
@@ -107,14 +116,14 @@ def format_table(cells: list[CellResult]) -> str:
                 c.server,
                 c.driver,
                 c.strategy,
-                str(c.requests),
+                _reqs(c),
                 str(c.http_errors),
                 str(c.db_errors),
                 str(c.leaks),
                 str(c.lost_writes)
                 + (f"+{c.failed_but_committed}" if c.failed_but_committed else ""),
                 f"{c.throughput_rps:.0f}",
-                _mb(c.workers_pss_kb),
+                _pss(c),
                 _respawn(c),
                 _kinds(c) or ("clean" if c.clean else ""),
             )
@@ -139,34 +148,74 @@ def format_table(cells: list[CellResult]) -> str:
     return "\n".join(out)
 
 
-def legend() -> str:
-    width = max(len(k) for k in STRATEGIES)
-    return "\n".join(
-        [
-            "HTTP err: non-200 answers (or none). DB err: DB errors in the server log during",
-            "the load (requests, post-fork hooks, worker exit). wrong ans: an echo or lookup",
-            "answered with another request's data. lost wr: acknowledged writes missing",
-            "afterwards (+N: answered 500 but committed). PSS MB: total PSS of the 4 workers",
-            "(/proc/PID/smaps_rollup, median of samples taken during the load while all 4 were up",
-            "and serving).",
-            "respawn: SIGKILL a worker, time until its replacement answers a DB request",
-            "('errors' = it answered with errors; 'never' = no answer within the cap).",
-            "strategies:",
-            *(f"  {k:<{width}}  {STRATEGY_LABELS[k]}" for k in STRATEGIES),
-        ]
+def legend(cells: Optional[list[CellResult]] = None, style: str = "fsa2") -> str:
+    """Every column, the app style, the strategies and the error kinds these cells show."""
+    shown = cells or []
+    kinds = {k for c in shown for k in c.db_error_kinds}
+    return _legend(kinds, style, harness_error=any(c.error for c in shown))
+
+
+def notes(cells: list[CellResult]) -> str:
+    """One line per mark in the table (a cell cut short by its time cap, a PSS not measured)
+    and per cell that is not clean only because its respawn test logged DB errors, which no
+    column counts."""
+    lines = []
+    for c in cells:
+        where = f"{c.server}/{c.driver}/{c.strategy}"
+        if c.time_capped and not c.error:
+            dropped = f"; {c.cut_off} still unanswered 3 s later were dropped" if c.cut_off else ""
+            lines.append(
+                f"* {where}: {c.requests} of {c.requests_asked} requests, stopped at its "
+                f"{c.time_cap_s:.1f} s time cap{dropped}"
+            )
+        if c.pss_not_measured and not c.error:
+            lines.append(f"n/m {where}: PSS not measured: {c.pss_not_measured}")
+        if c.respawn_db_errors and not (c.http_errors or c.db_errors or c.error):
+            lines.append(
+                f"respawn {where}: {c.respawn_db_errors} DB errors logged after a worker was "
+                "killed for the respawn column (not in 'DB err')"
+            )
+    return "\n".join(lines)
+
+
+def render(meta: dict[str, Any], cells: list[CellResult]) -> str:
+    """The whole text output of a run (what ``forkguard lab`` prints and docs/lab.md shows)."""
+    n_strategies = len(meta["strategies"])
+    head = (
+        f"forkguard lab ({'quick subset' if meta.get('quick') else 'matrix'}): "
+        f"{len(meta['servers'])} server(s) x {len(meta['drivers'])} driver(s) x "
+        f"{n_strategies} strateg{'y' if n_strategies == 1 else 'ies'}, "
+        f"{meta.get('workers', 4)} workers, max-requests {meta['max_requests']}, "
+        f"{meta['requests_per_cell']} requests/cell, {meta['elapsed_s']:.0f}s, "
+        f"commit {meta.get('commit', 'unknown')}"
     )
+    parts = [head, format_table(cells), notes(cells), summary(cells)]
+    parts.append(legend(cells, meta.get("style", "fsa2")))
+    return "\n\n".join(p for p in parts if p)
 
 
 def pss_ratios(cells: list[CellResult]) -> list[tuple[str, str, float]]:
-    """(server, driver, forkguard PSS / lazy PSS) wherever both cells ran."""
+    """(server, driver, forkguard PSS / lazy PSS) wherever both cells have a measured PSS."""
+    return [(s, d, r) for s, d, r in _pss_pairs(cells) if isinstance(r, float)]
+
+
+def _pss_pairs(cells: list[CellResult]) -> list[tuple[str, str, object]]:
+    """(server, driver, ratio or the reason there is none) for each forkguard/lazy pair."""
     by_key = {(c.server, c.driver, c.strategy): c for c in cells}
-    out = []
-    for (server, driver, strategy), cell in by_key.items():
-        if strategy != "forkguard":
-            continue
+    out: list[tuple[str, str, object]] = []
+    for (server, driver, strategy), ours in by_key.items():
         lazy = by_key.get((server, driver, "lazy"))
-        if lazy and lazy.workers_pss_kb and cell.workers_pss_kb:
-            out.append((server, driver, cell.workers_pss_kb / lazy.workers_pss_kb))
+        if strategy != "forkguard" or lazy is None:
+            continue
+        missing = [c for c in (ours, lazy) if not c.workers_pss_kb]
+        if missing:
+            why = "; ".join(
+                f"{c.strategy} PSS not measured ({c.pss_not_measured or c.error or 'no reading'})"
+                for c in missing
+            )
+            out.append((server, driver, why))
+        else:
+            out.append((server, driver, ours.workers_pss_kb / lazy.workers_pss_kb))
     return out
 
 
@@ -174,7 +223,8 @@ def summary(cells: list[CellResult]) -> str:
     """The verdict lines under the table: the lab's three claims, checked on these cells.
 
     forkguard cells are clean; ``none`` and the user's first fix (``dispose``) show the reported
-    bug; forkguard's workers need less memory than lazy loading's.
+    bug; forkguard's workers need less memory than lazy loading's. Cells cut short by their time
+    cap are counted here too, so a short row is never unexplained.
     """
     lines = []
     fg = [c for c in cells if c.strategy == "forkguard"]
@@ -189,11 +239,20 @@ def summary(cells: list[CellResult]) -> str:
         if group:
             broken = sum(not c.clean for c in group)
             lines.append(f"{strategy}: {broken}/{len(group)} cells show errors (the reported bug)")
-    for server, driver, ratio in pss_ratios(cells):
+    capped = [c for c in cells if c.time_capped and not c.error]
+    if capped:
         lines.append(
-            f"memory {server}/{driver}: forkguard workers use {ratio:.2f}x the PSS of "
-            f"{'lazy-apps' if server == 'uwsgi' else 'no --preload'}"
+            f"time cap: {len(capped)}/{len(cells)} cells stopped at their time cap before the "
+            "requested count (reqs marked *); a larger --budget lets them finish"
         )
+    for server, driver, ratio in _pss_pairs(cells):
+        other = "lazy-apps" if server == "uwsgi" else "no --preload"
+        if isinstance(ratio, float):
+            lines.append(
+                f"memory {server}/{driver}: forkguard workers use {ratio:.2f}x the PSS of {other}"
+            )
+        else:
+            lines.append(f"memory {server}/{driver}: not compared: {ratio}")
     return "\n".join(lines)
 
 
@@ -202,7 +261,10 @@ def write_json(path: str, meta: dict[str, Any], cells: list[CellResult]) -> None
         "meta": meta,
         "cells": [c.as_dict() for c in cells],
         "pss_ratio_forkguard_vs_lazy": [
-            {"server": s, "driver": d, "ratio": round(r, 3)} for s, d, r in pss_ratios(cells)
+            {"server": s, "driver": d, "ratio": round(r, 3)}
+            if isinstance(r, float)
+            else {"server": s, "driver": d, "ratio": None, "not_compared": r}
+            for s, d, r in _pss_pairs(cells)
         ],
     }
     with open(path, "w") as fh:
@@ -278,7 +340,7 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
     ax1.set_ylim(0, max(10, peak * 3))  # explicit: an all-zero chart has no data limits
     ax1.set_ylabel("count, all cells (symlog)")
     ax1.set_xticks(xs)
-    ax1.set_xticklabels([_CHART_LABELS.get(s, s) for s in strategies], fontsize=8)
+    ax1.set_xticklabels([_tick_label(s, cells) for s in strategies], fontsize=8)
     ax1.legend(loc="upper right", fontsize=8)
     ax1.set_title(title or "forkguard lab: symptoms by strategy (0 is the only good answer)")
     bw = 0.8 / max(1, len(servers))
@@ -293,14 +355,27 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
             means.append(sum(vals) / len(vals) if vals else 0.0)
         offs = (k - (len(servers) - 1) / 2) * bw
         ax2.bar([x + offs for x in xs], means, bw, label=server)
+        for x, mean in zip(xs, means):
+            if not mean:  # no measured cell: say so instead of drawing a zero
+                ax2.text(x + offs, 0, "not\nmeasured", ha="center", va="bottom", fontsize=7)
     ax2.set_xticks(xs)
     ax2.set_xticklabels([_CHART_LABELS.get(s, s) for s in strategies], fontsize=8)
     ax2.set_ylabel("total PSS of 4 workers (MB)")
-    ax2.set_title("worker memory, mean over drivers (lower is better)")
+    ax2.set_title(
+        "worker memory once every worker had loaded the app, mean over drivers (lower is better)"
+    )
     ax2.legend(fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _tick_label(strategy: str, cells: list[CellResult]) -> str:
+    """The strategy's chart label, plus how many of its cells the time cap cut short."""
+    group = [c for c in cells if c.strategy == strategy]
+    capped = sum(c.time_capped for c in group)
+    label = _CHART_LABELS.get(strategy, strategy)
+    return f"{label}\n({capped}/{len(group)} cut short\nby the time cap)" if capped else label
 
 
 def ensure_dir(path: str) -> str:

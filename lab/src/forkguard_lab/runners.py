@@ -1,33 +1,19 @@
-"""Start and stop the pre-fork servers: uWSGI (as in the bug report) and gunicorn, 4 workers each.
+"""The lab's pre-fork servers: uWSGI (as in the bug report) and gunicorn, 4 workers each,
+serving the lab's app under one strategy (a known fix, or forkguard).
 
-Each server runs in its own session (process group), on a free 127.0.0.1 port, with its
-stderr captured to a log file the lab greps for DB errors afterwards. :meth:`AppServer.stop`
-always ends the whole group: the lab never leaves a worker behind and never kills by name.
-
-The command lines, and why each flag, are in :mod:`forkguard_lab.harness.commands`.
+Starting, waiting for and stopping a server is :class:`forkguard_lab.harness.prefork.AppServer`;
+the command lines, and why each flag, are in :mod:`forkguard_lab.harness.commands`. What is
+the lab's own is here: the strategy's environment and its gunicorn post-fork hook.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
-import logging
 import os
-import signal
-import socket
-import subprocess
-import threading
-import time
-from dataclasses import dataclass, field
-from typing import Any, Optional
 
 from . import STRATEGIES
 from .harness.commands import gunicorn_argv, uwsgi_argv
-from .harness.procfs import children_of
+from .harness.prefork import AppServer
 from .harness.servers import free_port
-
-log = logging.getLogger("forkguard_lab")
 
 SERVERS = ("uwsgi", "gunicorn")
 WORKERS = 4
@@ -45,164 +31,6 @@ def post_fork(server, worker):
 
     lab_app.run_postfork_hook()
 """
-
-
-@dataclass
-class AppServer:
-    """One running pre-fork server with the lab app, and what we know about its processes."""
-
-    kind: str
-    strategy: str
-    port: int
-    workdir: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: str
-    proc: Optional[subprocess.Popen[bytes]] = None
-    _log_file: Any = field(default=None, repr=False)
-
-    @property
-    def master_pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the server and wait until every worker answers ``/health``."""
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            self.argv,
-            cwd=self.workdir,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.kind} exited with {self.proc.returncode} at start; log:\n"
-                    + self.read_log()[-3000:]
-                )
-            if len(self.worker_pids()) >= WORKERS and self._health_ok():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(
-            f"{self.kind} did not answer in {timeout:.0f}s; log:\n" + self.read_log()[-3000:]
-        )
-
-    def _health_ok(self) -> bool:
-        status, _ = http_get(self.port, "/health", timeout=2.0)
-        return status == 200
-
-    def worker_pids(self) -> list[int]:
-        """The master's live children (its workers), from /proc."""
-        if self.proc is None:
-            return []
-        return children_of(self.proc.pid)
-
-    def stop(self) -> None:
-        """SIGKILL our whole process group (master and workers) and reap the master.
-
-        Not a graceful stop, on purpose: the lab has read the log, the memory and the answers
-        before it stops a server, and a graceful stop of stuck workers only costs time.
-        """
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            # Workers are in the same group; give the kernel a moment to reap them.
-            deadline = time.monotonic() + 5
-            while children_of(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    def read_log(self) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                return fh.read().decode("utf-8", "replace")
-        except OSError as exc:
-            log.warning("cannot read %s: %s", self.log_path, exc)
-            return ""
-
-    def measure_recovery(self, timeout: float = 6.0) -> tuple[Optional[float], str]:
-        """SIGKILL one worker; (seconds until a *new* worker answers a DB request, status).
-
-        Status is "ok", "errors" (the replacement answered, but with errors: it is not
-        serving) or "timeout". Probes are bursts of slow echo requests, so the surviving
-        workers are busy and the replacement gets a request as soon as it accepts.
-        """
-        before = set(self.worker_pids())
-        if not before:
-            return None, "no workers"
-        victim = min(before)
-        t0 = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
-        answers: list[int] = []
-        lock = threading.Lock()
-
-        def probe() -> None:
-            status, body = http_get(self.port, "/echo?token=probe&hold=0.03", timeout=5.0)
-            if isinstance(body, dict) and body.get("pid") not in before:
-                with lock:
-                    answers.append(status)
-
-        while time.monotonic() - t0 < timeout:
-            threads = [threading.Thread(target=probe) for _ in range(WORKERS * 2)]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            if 200 in answers:
-                return time.monotonic() - t0, "ok"
-            if answers:
-                return None, "errors"
-        return None, "timeout"
-
-    def exited(self) -> Optional[int]:
-        """The master's exit status if it is gone (gunicorn halts when workers fail to boot)."""
-        return None if self.proc is None else self.proc.poll()
-
-
-# Pseudo statuses for requests that got no HTTP answer.
-NO_REPLY = 0  # connection refused or reset (a worker died mid-request)
-TIMED_OUT = -1  # nothing within the client's timeout (a stuck worker, or a saturated box)
-
-
-def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-    """GET on 127.0.0.1:port; (status, parsed JSON or None); NO_REPLY / TIMED_OUT if none."""
-    return http_request(port, "GET", path, None, timeout)
-
-
-def http_request(
-    port: int, method: str, path: str, form: Optional[str], timeout: float
-) -> tuple[int, Any]:
-    """One request on a fresh connection (the sync workers close after each reply anyway)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Connection": "close"}
-        if form is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        conn.request(method, path, body=form, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        return resp.status, body
-    except (TimeoutError, socket.timeout) as exc:  # distinct classes before Python 3.10
-        log.debug("%s %s: %s", method, path, exc)
-        return TIMED_OUT, None
-    except (OSError, http.client.HTTPException) as exc:
-        log.debug("%s %s: %s", method, path, exc)
-        return NO_REPLY, None
-    finally:
-        conn.close()
 
 
 def build_server(
@@ -262,12 +90,5 @@ def build_server(
             argv += ["--config", conf]
     else:
         raise ValueError(f"unknown server {kind!r}; expected one of {SERVERS}")
-    return AppServer(
-        kind=kind,
-        strategy=strategy,
-        port=port,
-        workdir=workdir,
-        argv=argv,
-        env=env,
-        log_path=os.path.join(workdir, f"{kind}.log"),
-    )
+    log_path = os.path.join(workdir, f"{kind}.log")
+    return AppServer(kind, port, argv, env, log_path, workers=WORKERS, cwd=workdir)

@@ -175,6 +175,8 @@ def _let_go(wrapper: Any, state: _registry.TrackedConnection) -> None:
     if _fg_settings.mode == "strict":
         wrapper.connection = InheritedConnection(state.describe(), lambda: _strict_error(state))
         return
+    # Kept allocated, not freed: freeing it would copy the pages it shares with the parent.
+    _registry.let_go_inherited(state, wrapper.connection)
     _forget_connection(wrapper)
     if _fg_settings.mode == "warn":
         log.warning(

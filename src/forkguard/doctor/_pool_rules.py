@@ -1,60 +1,14 @@
-"""The rules for pools against their database server: capacity (workers x pool size against
-``max_connections``) and idle timeouts (``pool_recycle``, Django's ``CONN_MAX_AGE``)."""
+"""The rules for pools against their database server: capacity (:mod:`._capacity_rules`), a
+pool without a limit, and idle timeouts (``pool_recycle``, Django's ``CONN_MAX_AGE``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from ._budget import Server
+from ._capacity_rules import SERVER_NOTES, SERVER_RULES
 from ._rules import Context, Finding, Rule, every_match, first_match
-
-
-@dataclass
-class _Server:
-    """One database server: its limits (or why they are unknown), the engines that reach it,
-    and how many connections the master itself holds to it."""
-
-    key: str
-    info: dict[str, Any]
-    engines: list[dict[str, Any]]
-    in_master: int
-
-    @property
-    def limited(self) -> bool:
-        return "max_connections" in self.info
-
-    @property
-    def queued(self) -> list[dict[str, Any]]:
-        """The engines whose pool has a size (a QueuePool)."""
-        return [e for e in self.engines if e.get("pool_size") is not None]
-
-    @property
-    def overflows(self) -> bool:
-        """Some pool on it has no limit (max_overflow=-1)."""
-        return any(_overflow_unlimited(e) for e in self.queued)
-
-    @property
-    def per_worker(self) -> int:
-        return sum(int(e["pool_size"]) + max(0, int(e["max_overflow"])) for e in self.queued)
-
-    @property
-    def usable(self) -> int:
-        return int(self.info["max_connections"]) - int(self.info.get("reserved_connections", 0))
-
-    def sizes(self) -> str:
-        return ", ".join(
-            f"pool_size={e['pool_size']} + max_overflow={e['max_overflow']}" for e in self.queued
-        )
-
-    def data(self, workers: int | None) -> dict[str, Any]:
-        return {
-            "server": self.key,
-            "max_connections": self.info["max_connections"],
-            "usable": self.usable,
-            "per_worker": self.per_worker,
-            "workers": workers,
-            "master_connections": self.in_master,
-        }
 
 
 @dataclass
@@ -74,10 +28,11 @@ def pool_findings(facts: dict[str, Any], ctx: Context) -> list[Finding]:
     servers: dict[str, dict[str, Any]] = facts.get("servers") or {}
     engines: dict[str, dict[str, Any]] = facts.get("engines") or {}
     findings: list[Finding] = []
-    for server in _servers(facts):
+    for server in servers_of(facts):
         pools = server.queued if server.limited else []
         findings += every_match(_POOL_RULES, pools, ctx)
-        findings += first_match(_SERVER_RULES, [server], ctx)
+        findings += every_match(SERVER_NOTES, [server], ctx)
+        findings += first_match(SERVER_RULES, [server], ctx)
     by_url = sorted(engines.values(), key=lambda e: str(e.get("url")))
     findings += every_match(_ENGINE_RULES, _with_limits(by_url, servers, "server"), ctx)
     databases = facts.get("django_databases") or []
@@ -85,7 +40,7 @@ def pool_findings(facts: dict[str, Any], ctx: Context) -> list[Finding]:
     return findings
 
 
-def _servers(facts: dict[str, Any]) -> list[_Server]:
+def servers_of(facts: dict[str, Any]) -> list[Server]:
     """Each server some engine reaches, by key."""
     servers: dict[str, dict[str, Any]] = facts.get("servers") or {}
     connections = facts.get("connections") or []
@@ -94,7 +49,7 @@ def _servers(facts: dict[str, Any]) -> list[_Server]:
         if engine.get("server"):
             by_server.setdefault(engine["server"], []).append(engine)
     return [
-        _Server(
+        Server(
             key=key,
             info=servers.get(key) or {},
             engines=group,
@@ -104,17 +59,7 @@ def _servers(facts: dict[str, Any]) -> list[_Server]:
     ]
 
 
-def _with_limits(
-    items: list[dict[str, Any]], servers: dict[str, dict[str, Any]], key: str
-) -> list[_Idle]:
-    """Each item with the limits of the server its ``key`` names."""
-    return [_Idle(item, servers.get(item.get(key) or "") or {}) for item in items]
-
-
-# ---- capacity ---------------------------------------------------------------------------------
-
-
-def _overflow_unlimited(engine: dict[str, Any], ctx: Context | None = None) -> bool:
+def _overflow_unlimited(engine: dict[str, Any], ctx: Context) -> bool:
     return (engine.get("max_overflow") or 0) < 0
 
 
@@ -134,91 +79,11 @@ def _unlimited_finding(engine: dict[str, Any], ctx: Context) -> Finding:
 _POOL_RULES: tuple[Rule[dict[str, Any]], ...] = (Rule(_overflow_unlimited, _unlimited_finding),)
 
 
-def _unreachable(server: _Server, ctx: Context) -> bool:
-    return not server.limited and bool(server.info.get("error"))
-
-
-def _unreachable_finding(server: _Server, ctx: Context) -> Finding:
-    return Finding(
-        kind="server-unreachable",
-        severity="info",
-        title=f"could not check {server.key}'s limits",
-        detail=str(server.info["error"]),
-        fix="Run the doctor where the database is reachable to check pool sizes.",
-    )
-
-
-def _bounded(server: _Server) -> bool:
-    """The limits are known and every queue pool on it has a finite size."""
-    return server.limited and bool(server.queued) and not server.overflows
-
-
-def _workers_unknown(server: _Server, ctx: Context) -> bool:
-    return _bounded(server) and ctx.workers is None
-
-
-def _capacity_unknown_finding(server: _Server, ctx: Context) -> Finding:
-    per_worker = server.per_worker
-    fits = server.usable // per_worker if per_worker else 0
-    return Finding(
-        kind="pool-capacity",
-        severity="info",
-        title=f"{server.key}: each worker can open up to {per_worker} connections; "
-        f"max_connections={server.info['max_connections']} fits at most {fits} workers",
-        detail=f"{server.sizes()}. The worker count is unknown.",
-        fix="Pass --workers N (or a server config with -c / --uwsgi) to check it.",
-        location=server.queued[0].get("created_at"),
-        data=server.data(ctx.workers),
-    )
-
-
-def _total(server: _Server, workers: int) -> int:
-    return workers * server.per_worker + server.in_master
-
-
-def _near_max_connections(server: _Server, ctx: Context) -> bool:
-    if not _bounded(server) or ctx.workers is None:
-        return False
-    return _total(server, ctx.workers) > server.usable * 0.8
-
-
-def _capacity_finding(server: _Server, ctx: Context) -> Finding:
-    workers = ctx.workers
-    assert workers is not None  # _near_max_connections
-    total, usable, in_master = _total(server, workers), server.usable, server.in_master
-    budget = max(1, (usable - in_master) // workers)
-    size = max(1, budget * 2 // 3)
-    return Finding(
-        kind="pool-capacity",
-        severity="error" if total > usable else "warning",
-        title=(
-            f"{server.key}: {workers} workers x {server.per_worker} connections"
-            + (f" + {in_master} in the master" if in_master else "")
-            + f" = {total} {'>' if total > usable else 'close to'} "
-            f"max_connections={server.info['max_connections']}"
-        ),
-        detail=(
-            f"{server.sizes()} per worker. Under load the server refuses the rest: "
-            "'Too many connections' (1040) / 'sorry, too many clients already', for "
-            "every client of that server, not just this app."
-        ),
-        fix=(
-            f"Keep workers x (pool_size + max_overflow) under {usable}: e.g. "
-            f"create_engine(..., pool_size={size}, max_overflow={budget - size}) "
-            f"for {workers} workers; or raise max_connections on the server, run fewer "
-            "workers, or put a pooler (PgBouncer, ProxySQL) in between."
-        ),
-        location=server.queued[0].get("created_at"),
-        data={**server.data(workers), "total": total},
-    )
-
-
-# The first rule that applies, for each server some engine reaches.
-_SERVER_RULES: tuple[Rule[_Server], ...] = (
-    Rule(_unreachable, _unreachable_finding),
-    Rule(_workers_unknown, _capacity_unknown_finding),
-    Rule(_near_max_connections, _capacity_finding),
-)
+def _with_limits(
+    items: list[dict[str, Any]], servers: dict[str, dict[str, Any]], key: str
+) -> list[_Idle]:
+    """Each item with the limits of the server its ``key`` names."""
+    return [_Idle(item, servers.get(item.get(key) or "") or {}) for item in items]
 
 
 # ---- idle timeouts ----------------------------------------------------------------------------

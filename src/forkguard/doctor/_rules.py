@@ -31,6 +31,7 @@ class Context:
 
     master: dict[str, Any]
     workers: int | None
+    hosts: int = 1  # hosts running the same app and pools against the same servers
     django: bool = False
     late_install: str | None = None  # a post-fork hook that calls forkguard.install()
     has_connections: bool = False

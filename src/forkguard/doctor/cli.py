@@ -64,6 +64,14 @@ def _parser() -> _Parser:
     parser.add_argument(
         "-w", "--workers", type=_positive_int, metavar="N", help="worker count (overrides config)"
     )
+    parser.add_argument(
+        "--hosts",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="hosts running this app against the same database servers (default 1): the "
+        "connection budget is hosts x workers x (pool_size + max_overflow)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON document")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="full stacks and the app's own output"
@@ -203,7 +211,7 @@ def main(argv: list[str]) -> int:
         run = run_probe(spec, timeout=args.timeout, python=args.python)
     except ProbeError as exc:
         return _fail(str(exc))
-    diagnosis = analyze(run.facts, args.workers)
+    diagnosis = analyze(run.facts, args.workers, args.hosts)
     label = spec.describe()
     if args.verbose and (run.stdout.strip() or run.stderr.strip()):
         print("--- output of the import ---", file=sys.stderr)

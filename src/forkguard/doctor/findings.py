@@ -8,11 +8,12 @@ hooks, threads, sockets, event loops).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ._budget import PoolerBudget, budget
 from ._connection_rules import CONNECTION_RULES
-from ._pool_rules import pool_findings
+from ._pool_rules import pool_findings, servers_of
 from ._process_rules import NOTE_RULES, process_findings
 from ._rules import Context, Finding, first_match
 
@@ -34,6 +35,7 @@ __all__ = [
     "Diagnosis",
     "Finding",
     "analyze",
+    "budgets",
     "resolve_workers",
 ]
 
@@ -46,6 +48,8 @@ class Diagnosis:
     workers_source: str | None
     verdict: str  # clean | warnings | unsafe | import-error
     exit_code: int
+    hosts: int = 1
+    budgets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -64,11 +68,12 @@ def resolve_workers(facts: dict[str, Any], override: int | None) -> tuple[int | 
     return None, None
 
 
-def _context(facts: dict[str, Any], workers: int | None) -> Context:
+def _context(facts: dict[str, Any], workers: int | None, hosts: int) -> Context:
     late = [h for h in facts.get("postfork_hooks") or [] if h.get("calls_install")]
     return Context(
         master=facts.get("master") or {},
         workers=workers,
+        hosts=hosts,
         django=bool(facts.get("django_databases")),
         late_install=f"{late[0]['name']} ({late[0]['source']})" if late else None,
         has_connections=bool(facts.get("connections")),
@@ -84,16 +89,34 @@ def _findings(facts: dict[str, Any], ctx: Context) -> list[Finding]:
     return findings
 
 
-def analyze(facts: dict[str, Any], workers: int | None = None) -> Diagnosis:
-    """Judge the probe's facts; ``workers`` overrides the config's worker count."""
+def budgets(facts: dict[str, Any], workers: int | None, hosts: int) -> list[dict[str, Any]]:
+    """The fleet's connection budget on each server whose limits and pools are known (through
+    its pooler when the pooler's limits were read), with the settings that would fit."""
+    found = []
+    for server in servers_of(facts):
+        fleet = budget(server, hosts, workers)
+        if fleet is None:
+            continue
+        pooler = server.pooler or {}
+        if pooler.get("max_client_conn") is not None:
+            found.append(PoolerBudget(fleet).data())
+        else:
+            found.append({**fleet.data(), "recommendation": fleet.recommendation()})
+    return found
+
+
+def analyze(facts: dict[str, Any], workers: int | None = None, hosts: int = 1) -> Diagnosis:
+    """Judge the probe's facts; ``workers`` overrides the config's worker count, ``hosts`` is
+    how many hosts run the same app against the same servers."""
     count, source = resolve_workers(facts, workers)
     if facts.get("import_error"):
-        return Diagnosis(facts, [], count, source, "import-error", EXIT_ERROR)
-    findings = _findings(facts, _context(facts, count))
+        return Diagnosis(facts, [], count, source, "import-error", EXIT_ERROR, hosts)
+    findings = _findings(facts, _context(facts, count, hosts))
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings.sort(key=lambda f: order[f.severity])
     severities = {f.severity for f in findings}
     verdict, code = next(
         ((v, c) for severity, v, c in _VERDICTS if severity in severities), ("clean", EXIT_CLEAN)
     )
-    return Diagnosis(facts, findings, count, source, verdict, code)
+    fleet = budgets(facts, count, hosts)
+    return Diagnosis(facts, findings, count, source, verdict, code, hosts, fleet)

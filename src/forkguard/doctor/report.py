@@ -76,6 +76,8 @@ def _target_line(diagnosis: Diagnosis, target: str) -> list[str]:
         bits.append("preloaded" if master.get("preload") else "NOT preloaded")
     else:
         bits.append("imported as a preloading master would")
+    if diagnosis.hosts > 1:
+        bits.append(f"{diagnosis.hosts} hosts")
     if diagnosis.workers is not None:
         bits.append(f"{diagnosis.workers} workers ({diagnosis.workers_source})")
     else:
@@ -138,15 +140,53 @@ def _engine_lines(diagnosis: Diagnosis) -> list[str]:
         pool += f" pre_ping={'on' if engine.get('pool_pre_ping') else 'off'}"
         lines.append(f"  engine {engine['url']}: {pool}")
     for key, info in servers.items():
-        if "max_connections" in info:
-            timeout = info.get("wait_timeout_setting", "wait_timeout")
-            lines.append(
-                f"  server {key}: {info.get('product')} {info.get('version')}, "
-                f"max_connections={info['max_connections']}, {timeout}={info['wait_timeout']}s"
-            )
-        else:
-            lines.append(f"  server {key}: {info.get('error')}")
+        lines += _server_lines(key, info)
+    lines += [_budget_line(b) for b in diagnosis.budgets]
     return lines
+
+
+def _server_lines(key: str, info: dict[str, Any]) -> list[str]:
+    if "max_connections" not in info:
+        return [f"  server {key}: {info.get('error')}"]
+    timeout = info.get("wait_timeout_setting", "wait_timeout")
+    usable = info.get("usable_connections", info["max_connections"])
+    lines = [
+        f"  server {key}: {info.get('product')} {info.get('version')}, "
+        f"max_connections={info['max_connections']} ({usable} usable), "
+        f"{timeout}={info['wait_timeout']}s"
+    ]
+    pooler = info.get("pooler")
+    if pooler:
+        name = f"{pooler.get('product') or 'a pooler or proxy'} {pooler.get('version', '')}"
+        limits = (
+            f"max_client_conn={pooler['max_client_conn']}, "
+            f"default_pool_size={pooler.get('default_pool_size')}, "
+            f"pool_mode={pooler.get('pool_mode')}"
+            if pooler.get("max_client_conn") is not None
+            else f"limits unknown: {pooler.get('error')}"
+        )
+        lines.append(f"    through {name.strip()} (server port {info.get('port')}): {limits}")
+    return lines
+
+
+def _budget_line(entry: dict[str, Any]) -> str:
+    fleet = f"{entry['hosts']} hosts x " if entry["hosts"] > 1 else ""
+    master = entry["master_connections"]
+    text = (
+        f"  budget {entry['server']}: {fleet}{entry['workers']} workers x {entry['per_worker']}"
+        + (f" + {master} in the master" if master else "")
+        + f" = {entry['total']}"
+    )
+    if entry.get("pooler"):
+        text += (
+            f" clients; through {entry['pooler_instances']} x {entry['pooler']}: "
+            f"{entry['pooler_clients']} clients per pooler of max_client_conn="
+            f"{entry['max_client_conn']}, {entry['pooler_server_connections']} server "
+            f"connections of {entry['usable']} usable"
+        )
+    else:
+        text += f" of {entry['usable']} usable"
+    return text + (": fits" if entry["fits"] else ": DOES NOT FIT")
 
 
 def render_text(diagnosis: Diagnosis, target: str, *, colour: bool, verbose: bool) -> str:
@@ -198,6 +238,8 @@ def render_json(diagnosis: Diagnosis, target: str, *, verbose: bool) -> str:
         "exit_code": diagnosis.exit_code,
         "workers": diagnosis.workers,
         "workers_source": diagnosis.workers_source,
+        "hosts": diagnosis.hosts,
+        "budget": diagnosis.budgets,
         "master": facts.get("master"),
         "import_seconds": facts.get("import_seconds"),
         "import_error": None,

@@ -1,4 +1,4 @@
-"""The seed's app with the fix: forkguard.install() before the engine is made."""
+"""The reported app with the fix: forkguard.install() before the engine is made."""
 
 import forkguard
 

@@ -1,4 +1,4 @@
-"""The seed's app: Flask-SQLAlchemy, create_all() at import, MariaDB through PyMySQL."""
+"""The reported app: Flask-SQLAlchemy, create_all() at import, MariaDB through PyMySQL."""
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy

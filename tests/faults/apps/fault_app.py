@@ -1,4 +1,4 @@
-"""The seed's app for the fault-injection suite: ``forkguard_lab.app`` plus fault hooks.
+"""The reported app for the fault-injection suite: ``forkguard_lab.app`` plus fault hooks.
 
 It mirrors :mod:`forkguard_lab.app` (same models, routes and error marker, so
 :mod:`forkguard_lab.harness.logscan` counts its errors), and adds what the fault cases need and
@@ -7,10 +7,17 @@ the lab app has no hook for (see the report in ``docs/reliability.md``):
 ``FG_FAULTS_DB_URL``        the SQLAlchemy URL (required)
 ``FG_FAULTS_FORKGUARD``     ``off`` | ``on`` (``forkguard.install()``) |
                             ``resilient`` (``forkguard.install(resilient=True)``)
-``FG_FAULTS_STYLE``         ``fsa2`` (the seed: app context pushed at import, never popped) or
+``FG_FAULTS_STYLE``         ``fsa2`` (the reported app: app context pushed at import, never
+                            popped) or
                             ``fsa3`` (``with app.app_context(): configure_db()``)
 ``FG_FAULTS_PRE_PING``      ``1``: the user sets ``pool_pre_ping=True`` themselves
 ``FG_FAULTS_CONNECT_ARGS``  JSON for ``create_engine(connect_args=...)`` (TLS options)
+``FG_FAULTS_ERROR_HANDLER`` ``rollback`` (default: log, roll the session back, answer 500) or
+                            ``reported`` (log and answer 500, no rollback: the reported app has
+                            no handler, so only its ``save()`` ever rolls the session back)
+
+``FG_FAULTS_STYLE=fsa2`` with ``FG_FAULTS_ERROR_HANDLER=reported`` is the reported app: one
+session for the worker's whole life, holding its connection in a transaction across requests.
 
 Extra routes: ``/conn`` (this worker's DB session id and whether it runs over TLS) and
 ``/master`` (the master's pid and DB session id, recorded at import, before the fork).
@@ -32,11 +39,14 @@ GUARD = os.environ.get("FG_FAULTS_FORKGUARD", "on")
 STYLE = os.environ.get("FG_FAULTS_STYLE", "fsa2")
 PRE_PING = os.environ.get("FG_FAULTS_PRE_PING", "") == "1"
 CONNECT_ARGS: dict[str, Any] = json.loads(os.environ.get("FG_FAULTS_CONNECT_ARGS") or "{}")
+ERROR_HANDLER = os.environ.get("FG_FAULTS_ERROR_HANDLER", "rollback")
 
 if not DB_URL:
     raise RuntimeError("FG_FAULTS_DB_URL is not set")
 if GUARD not in ("off", "on", "resilient"):
     raise RuntimeError(f"FG_FAULTS_FORKGUARD={GUARD!r}: expected off, on or resilient")
+if ERROR_HANDLER not in ("rollback", "reported"):
+    raise RuntimeError(f"FG_FAULTS_ERROR_HANDLER={ERROR_HANDLER!r}: expected rollback or reported")
 
 if GUARD != "off":
     import forkguard
@@ -97,7 +107,7 @@ class User(db.Model):  # type: ignore[name-defined,misc]
 
 
 def configure_db() -> tuple[int, str]:
-    """The seed's configure_db() (tables + one query at import); returns the session id."""
+    """The reported app's configure_db() (tables + one query at import); returns the session id."""
     db.create_all()
     User.query.filter(User.email == "nobody@fg-faults.invalid").scalar()
     conn_id = int(db.session.execute(text(SESSION_ID_SQL)).scalar() or 0)
@@ -130,12 +140,15 @@ def _log_error(where: str, exc: BaseException) -> None:
 
 @app.errorhandler(Exception)
 def _on_error(exc: Exception) -> Any:
-    """One marker line, then roll the session back (what any app must do after a DB error)."""
+    """One marker line, then (unless the app is the reported one) roll the session back, what
+    any app must do after a DB error. The reported app has no handler: Flask answers 500 and the
+    session stays in its failed transaction until ``save()`` rolls it back."""
     _log_error(request.path, exc)
-    try:
-        db.session.rollback()
-    except Exception as again:
-        _log_error("rollback", again)
+    if ERROR_HANDLER == "rollback":
+        try:
+            db.session.rollback()
+        except Exception as again:
+            _log_error("rollback", again)
     return jsonify(error=type(exc).__name__, pid=os.getpid()), 500
 
 

@@ -226,31 +226,48 @@ def prefork_ratios(doc: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# The forkguard runs set against the recipe: like for like first (the app changed as the
+# recipe needs it, import-time session closed), then the reported app unchanged.
+SAME_APP = "forkguard-closed"
+DISPOSE_PAIRS = (SAME_APP, "forkguard")
+
+
+def dispose_cells(doc: dict[str, Any]) -> list[tuple[str, int]]:
+    """The cells that ran the ``dispose(close=False)`` variant."""
+    return [c for c in cells(doc) if "dispose" in variants_in(doc, *c)]
+
+
+def same_app_measured(doc: dict[str, Any]) -> bool:
+    """Whether every dispose cell also ran forkguard on the recipe's app (older runs did not)."""
+    return all(SAME_APP in variants_in(doc, *c) for c in dispose_cells(doc))
+
+
 def dispose_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """forkguard against SQLAlchemy's recipe (``dispose``), beside forkguard against lazy, per
-    cell that ran it and phase: total PSS ratios and per-worker private memory (USS) in MB."""
+    cell that ran it, forkguard variant that ran there (:data:`DISPOSE_PAIRS`) and phase: total
+    PSS ratios and per-worker private memory (USS) in MB."""
     out: list[dict[str, Any]] = []
-    for server, workers in cells(doc):
-        if "dispose" not in variants_in(doc, server, workers):
-            continue
-        fg, dispose, lazy = (
-            find_run(doc, server, workers, v) for v in ("forkguard", "dispose", "lazy")
-        )
-        for phase in PHASES:
-            private = [
-                mem(r, phase, "workers_uss_kb") / 1024 / workers for r in (fg, dispose, lazy)
-            ]
-            out.append(
-                {
-                    "server": server,
-                    "workers": workers,
-                    "phase": phase,
-                    "pss_vs_dispose": ratio(mem(fg, phase), mem(dispose, phase)),
-                    "pss_vs_lazy": ratio(mem(fg, phase), mem(lazy, phase)),
-                    "private_mb": private,
-                    "private_mb_delta": private[0] - private[1],
-                }
-            )
+    for server, workers in dispose_cells(doc):
+        here = variants_in(doc, server, workers)
+        dispose, lazy = (find_run(doc, server, workers, v) for v in ("dispose", "lazy"))
+        for variant in (v for v in DISPOSE_PAIRS if v in here):
+            fg = find_run(doc, server, workers, variant)
+            for phase in PHASES:
+                private = [
+                    mem(r, phase, "workers_uss_kb") / 1024 / workers for r in (fg, dispose, lazy)
+                ]
+                out.append(
+                    {
+                        "server": server,
+                        "workers": workers,
+                        "variant": variant,
+                        "phase": phase,
+                        "pss_vs_dispose": ratio(mem(fg, phase), mem(dispose, phase)),
+                        "pss_vs_lazy": ratio(mem(fg, phase), mem(lazy, phase)),
+                        "private_mb": private,
+                        "private_mb_delta": private[0] - private[1],
+                    }
+                )
     return out
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
 import forkguard
-from forkguard import _fork
+from forkguard.testing import fork_check, has_fork_marker
 
 from .timing import median, paired_diffs, paired_ratios, rotation, summary
 
@@ -256,7 +256,7 @@ def _micro(number: int) -> dict[str, Any]:
     """What one fork check costs, next to the syscall it replaces."""
     _set_config("forkguard")
     try:
-        check_ns = min(timeit.repeat(_fork.check, number=number, repeat=5)) / number * 1e9
+        check_ns = min(timeit.repeat(fork_check, number=number, repeat=5)) / number * 1e9
         getpid_ns = min(timeit.repeat(os.getpid, number=number, repeat=5)) / number * 1e9
         noop_ns = min(timeit.repeat(lambda: None, number=number, repeat=5)) / number * 1e9
     finally:
@@ -265,7 +265,7 @@ def _micro(number: int) -> dict[str, Any]:
         "fork_check_ns": check_ns,
         "getpid_ns": getpid_ns,
         "python_call_ns": noop_ns,
-        "wipeonfork_marker": _fork._marker is not None,
+        "wipeonfork_marker": has_fork_marker(),
     }
 
 

@@ -113,7 +113,8 @@ class User(db.Model):  # type: ignore[name-defined,misc]
 
 # The reported app's import-time setup: an app context pushed and never popped, one query - whose
 # transaction stays open, holding a connection across the fork, unless
-# FG_BENCH_IMPORT_SESSION=closed (the dispose variant: SQLAlchemy's recipe covers the pool only).
+# FG_BENCH_IMPORT_SESSION=closed (the dispose variant: SQLAlchemy's recipe covers the pool only;
+# and forkguard-closed, forkguard on that same changed app).
 app.app_context().push()
 User.query.filter(User.email == "nobody@fg-bench.invalid").scalar()
 IMPORT_SESSION = os.environ.get("FG_BENCH_IMPORT_SESSION", "open")

@@ -9,7 +9,13 @@ One run = one server, one worker count, one variant, with :mod:`.memapp`:
 * ``dispose`` - preloaded, no forkguard, SQLAlchemy's own recipe in a post-fork hook
   (``engine.dispose(close=False)``: uWSGI ``@postfork``, gunicorn ``post_fork``), in the cells
   whose worker count is in ``PreforkConfig.dispose_workers``: the baseline forkguard's own
-  per-worker memory is measured against.
+  per-worker memory is measured against. The recipe covers the pool only, so this variant's
+  app closes its import-time session (``FG_BENCH_IMPORT_SESSION=closed``);
+* ``forkguard-closed`` - in the same cells: preloaded, ``forkguard.install()``, and the app
+  changed exactly as the ``dispose`` variant's (import-time session closed). ``forkguard`` runs
+  the reported app unchanged - its master hands every worker a session holding a checked-out
+  connection, which forkguard resets in each worker - so only this variant against ``dispose``
+  compares like with like; both comparisons are reported.
 
 The variants of one (server, worker count) run side by side. Phases, in order: start each
 server (time until every worker has answered) and measure its memory at ready; a bounded load
@@ -30,6 +36,7 @@ and ``free_port`` are reused as they are).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import json
 import logging
@@ -61,13 +68,19 @@ log = logging.getLogger("forkguard_lab.bench")
 SERVERS = ("uwsgi", "gunicorn")
 # uWSGI's master looks for dead workers once per check-interval (1 s, its minimum).
 MASTER_CYCLE_S = 1.0
-VARIANTS = ("lazy", "forkguard", "forkguard-freeze", "dispose")
+VARIANTS = ("lazy", "forkguard", "forkguard-freeze", "forkguard-closed", "dispose")
 VARIANT_LABELS = {
     "lazy": "lazy-apps / no --preload",
     "forkguard": "preload + forkguard",
     "forkguard-freeze": "preload + forkguard + freeze_gc",
+    "forkguard-closed": "preload + forkguard, import-time session closed (the recipe's app)",
     "dispose": "preload + dispose(close=False) post-fork hook, no forkguard",
 }
+# Run only in the cells of ``PreforkConfig.dispose_workers``: the recipe, and forkguard with
+# the app changed as the recipe needs it changed (the like-for-like pair).
+DISPOSE_CELL_VARIANTS = ("forkguard-closed", "dispose")
+# The variants whose app closes its import-time session (``FG_BENCH_IMPORT_SESSION=closed``).
+CLOSED_SESSION_VARIANTS = ("forkguard-closed", "dispose")
 # The pre-fork app's database and driver. PyMySQL by default: with it, SQLAlchemy's recipe
 # (the ``dispose`` variant) does what its documentation says - a dropped pool's connection
 # closes only the child's fd - whereas mysqlclient's dealloc sends COM_QUIT over the socket
@@ -115,8 +128,9 @@ class PreforkConfig:
     settle_slice_s: float = 1.0
     settle_max_s: float = 90.0
     respawns: int = 4
-    # The cells that also run the ``dispose`` variant (forkguard's memory against SQLAlchemy's
-    # own recipe, not against lazy); one worker count keeps the run's length in check.
+    # The cells that also run the ``dispose`` and ``forkguard-closed`` variants (forkguard's
+    # memory against SQLAlchemy's own recipe, not against lazy); one worker count keeps the
+    # run's length in check.
     dispose_workers: Sequence[int] = (4,)
     backend: str = "mariadb-pymysql"
     start_timeout: float = 120.0
@@ -256,6 +270,21 @@ def burst(port: int, path: str, n: int, timeout: float = 15.0) -> list[dict[str,
 
 # ---- one server ----------------------------------------------------------------------------
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the server's master, between fork and exec: SIGTERM it when the benchmark dies.
+
+    A server runs in its own session (so that stopping it takes its whole process group), so
+    nothing else ends it if the benchmark is killed outright (SIGKILL, e.g. by a test's
+    timeout) and no ``finally`` runs: without this its master and workers stay behind. Both
+    servers stop on SIGTERM (uWSGI runs with ``--die-on-term``). The signal follows the
+    thread that started the server: :func:`run_cell` starts them from the main thread.
+    """
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
 
 class Server:
     """uWSGI or gunicorn with :mod:`.memapp`, in its own process group on 127.0.0.1."""
@@ -314,6 +343,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # one libc call; glibc's fork keeps malloc usable
         )
         seen: set[int] = set()
         while time.monotonic() - t0 < timeout:
@@ -436,10 +466,11 @@ def _env(variant: str, db_url: str, table: str, mb: float) -> dict[str, str]:
     )
     if variant == "forkguard-freeze":
         env["FORKGUARD_FREEZE_GC"] = "1"
-    if variant == "dispose":
+    if variant in CLOSED_SESSION_VARIANTS:
         # The recipe covers the pool, not a session holding a connection across the fork:
         # with the reported app's open import-time transaction its workers share that connection
-        # (and a respawned one never recovers), so this variant's app closes it at import.
+        # (and a respawned one never recovers), so the dispose variant's app closes it at import;
+        # forkguard-closed runs that same changed app, to compare like with like.
         env["FG_BENCH_IMPORT_SESSION"] = "closed"
     return env
 
@@ -560,7 +591,7 @@ def balanced_rounds(rounds: int, variants: int) -> int:
 
 
 def cell_variants(cfg: PreforkConfig, workers: int) -> list[str]:
-    return [v for v in VARIANTS if v != "dispose" or workers in cfg.dispose_workers]
+    return [v for v in VARIANTS if v not in DISPOSE_CELL_VARIANTS or workers in cfg.dispose_workers]
 
 
 def _start_all(

@@ -1,9 +1,11 @@
 """What every real-server test and tool here needs, in one place.
 
 Private throwaway MariaDB / PostgreSQL servers (:mod:`.servers`), uWSGI and gunicorn command
-lines (:mod:`.commands`), the HTTP load client (:mod:`.load`), database error kinds counted in
-server logs (:mod:`.logscan`) and what ``/proc`` says about a process tree (:mod:`.procfs`).
-The lab, the benchmarks, ``tests/faults`` and ``tests/integrations`` all use these.
+lines (:mod:`.commands`), pre-fork server processes started and stopped by process group
+(:mod:`.prefork`), the HTTP client (:mod:`.http`) and the load sent through it (:mod:`.load`),
+database error kinds counted in server logs (:mod:`.logscan`) and what ``/proc`` says about a
+process tree (:mod:`.procfs`). The lab, the benchmarks, ``tests/faults``,
+``tests/integrations`` and ``tests/test_prefork_servers.py`` all use these.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""uWSGI and gunicorn command lines, in one place for the lab and the benchmarks.
+"""uWSGI and gunicorn command lines, in one place for the lab, the benchmarks and the tests.
 
-Both run a server the way a production deployment would, tuned only where a short run on a
-shared machine needs it. Why these flags:
+:func:`default_uwsgi_argv` / :func:`default_gunicorn_argv` serve an app with the server's own
+defaults: the tests check forkguard under those. :func:`uwsgi_argv` / :func:`gunicorn_argv`
+add what the lab and the benchmarks need: a server run the way a production deployment would,
+tuned only where a short run on a shared machine needs it. Why these flags:
 
 * ``127.0.0.1`` only, a private port, ``--listen`` / ``--backlog`` 128 (every variant alike).
 * uWSGI ``--max-requests`` does not recycle a worker younger than ``--min-worker-lifetime``
@@ -15,9 +17,6 @@ shared machine needs it. Why these flags:
   gunicorn on the machine (the benchmark runs three at once), and not ours to touch.
 * The "lazy" strategy is uWSGI ``--lazy-apps`` / gunicorn without ``--preload``: the app is
   imported in every worker after the fork (the usual answer to the fork problem).
-
-The tests start their servers with plain command lines of their own on purpose: they check
-forkguard under a server's defaults, not under these.
 """
 
 from __future__ import annotations
@@ -59,6 +58,45 @@ def _has_control_socket() -> bool:
     return major >= 24
 
 
+def default_uwsgi_argv(
+    module: str, port: int, workers: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """``uwsgi --master`` with ``workers`` processes serving ``module`` (``pkg.mod:app``),
+    preloaded (no lazy-apps), as its defaults have it."""
+    return [
+        executable("uwsgi"),
+        "--master",
+        "--processes",
+        str(workers),
+        "--http-socket",
+        f"127.0.0.1:{port}",
+        "--module",
+        module,
+        "--die-on-term",
+        "--need-app",
+        "--disable-logging",
+        *extra,
+    ]
+
+
+def default_gunicorn_argv(
+    app: str, port: int, workers: int, *, preload: bool = True, extra: Sequence[str] = ()
+) -> list[str]:
+    """gunicorn with ``workers`` workers serving ``app`` (``pkg.mod:app``), ``--preload`` unless
+    told otherwise."""
+    return [
+        executable("gunicorn"),
+        *(["--preload"] if preload else []),
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        *extra,
+        *gunicorn_no_control_socket(),
+        app,
+    ]
+
+
 def uwsgi_argv(
     module: str,
     port: int,
@@ -69,21 +107,10 @@ def uwsgi_argv(
     worker_reload_mercy_s: int,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """``uwsgi --master`` with ``workers`` processes serving ``module`` (``pkg.mod:app``)."""
-    argv = [
-        executable("uwsgi"),
-        "--master",
-        "--processes",
-        str(workers),
-        "--http-socket",
-        f"127.0.0.1:{port}",
-        "--module",
-        module,
+    """:func:`default_uwsgi_argv` tuned for a short run (see the module's docstring)."""
+    tuned = [
         "--virtualenv",
         sys.prefix,
-        "--die-on-term",
-        "--need-app",
-        "--disable-logging",
         "--harakiri",
         str(harakiri_s),
         "--listen",
@@ -98,10 +125,9 @@ def uwsgi_argv(
         "--ignore-write-errors",
         "--disable-write-exception",
         *extra,
+        *(["--lazy-apps"] if lazy else []),
     ]
-    if lazy:
-        argv.append("--lazy-apps")
-    return argv
+    return default_uwsgi_argv(module, port, workers, tuned)
 
 
 def gunicorn_argv(
@@ -114,16 +140,10 @@ def gunicorn_argv(
     graceful_timeout_s: int,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """gunicorn with ``workers`` sync workers serving ``app`` (``pkg.mod:app``)."""
-    argv = [
-        executable("gunicorn"),
-        app,
-        "--workers",
-        str(workers),
+    """:func:`default_gunicorn_argv` with sync workers, tuned for a short run."""
+    tuned = [
         "--worker-class",
         "sync",
-        "--bind",
-        f"127.0.0.1:{port}",
         "--timeout",
         str(timeout_s),
         "--graceful-timeout",
@@ -131,8 +151,5 @@ def gunicorn_argv(
         "--backlog",
         "128",
         *extra,
-        *gunicorn_no_control_socket(),
     ]
-    if preload:
-        argv.append("--preload")
-    return argv
+    return default_gunicorn_argv(app, port, workers, preload=preload, extra=tuned)

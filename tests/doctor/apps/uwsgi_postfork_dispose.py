@@ -1,4 +1,6 @@
-"""The seed verbatim in spirit: uwsgidecorators' postfork hook disposing the engine."""
+"""The reported app under uWSGI, with the fix its user tried first: a uwsgidecorators postfork
+hook that disposes the engine. The doctor still reports the connection create_all() left open
+at import: the master holds it when uWSGI forks."""
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
