@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -298,6 +299,30 @@ def probe_workers(srv: AppServer, *, time_cap: float = 40.0) -> tuple[set[int], 
     return answered & live, failures
 
 
+@dataclass
+class Background:
+    """A load running in its own thread while a case injects its fault."""
+
+    load: LoadRun
+    thread: threading.Thread
+
+
+@contextlib.contextmanager
+def background_load(port: int, *, join: float, **load_kwargs: Any) -> Iterator[Background]:
+    """Run :func:`run_load` in a thread for the ``with`` block; on the way out, stop it and
+    wait at most ``join`` seconds for the requests in flight (every case caps its waits)."""
+    stop = threading.Event()
+    run = LoadRun()
+    kwargs = dict(port=port, stop=stop, run=run, **load_kwargs)
+    thread = threading.Thread(target=run_load, kwargs=kwargs)
+    thread.start()
+    try:
+        yield Background(run, thread)
+    finally:
+        stop.set()
+        thread.join(join)
+
+
 # --- results ----------------------------------------------------------------------------------
 
 
@@ -323,6 +348,19 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def measured(load: LoadRun, kinds: Counter[str], lost: int, t_case: float) -> dict[str, Any]:
+    """The columns every load-driven row fills the same way: request and error counts, the DB
+    errors in the logs, lost writes, mismatches, and the case's seconds since ``t_case``."""
+    return dict(
+        requests=len(load.reqs),
+        errors=len(load.failed),
+        db_errors=kinds_text(kinds),
+        lost_writes=lost,
+        mismatches=load.mismatches,
+        seconds=round(time.monotonic() - t_case, 1),
+    )
 
 
 def kinds_text(kinds: Counter[str]) -> str:

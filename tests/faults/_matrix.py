@@ -16,31 +16,33 @@ is capped; no check depends on how fast the machine is.
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from forkguard_lab.harness.http import http_get
-from forkguard_lab.harness.load import LoadRun, Req
+from forkguard_lab.harness.load import LoadRun
 from forkguard_lab.harness.prefork import AppServer
 from forkguard_lab.harness.servers import DBServer
 
+from ._cases import fresh_database
 from ._harness import (
     WORKERS,
     Row,
     app_server,
-    create_database,
     db_error_kinds,
     fd_count,
-    kill_session,
-    kinds_text,
     lost_writes,
+    measured,
     probe_workers,
-    run_load,
     session_ids,
+)
+from ._inject import (
+    Kill,
+    after_kills,
+    churn_under_load,
+    kills_under_load,
+    master_session,
+    restart_under_load,
 )
 
 # SQLAlchemy driver name -> (server kind, label in the report).
@@ -95,12 +97,6 @@ def _broken(checks: list[tuple[bool, str]]) -> list[str]:
 # --- 1. database restart in the middle of load ------------------------------------------------
 
 
-def master_session(srv: AppServer) -> int:
-    """The DB session id the master recorded at import, before the fork (-1: no answer)."""
-    _, master = http_get(srv.port, "/master")
-    return int(master["master_conn_id"]) if isinstance(master, dict) else -1
-
-
 @dataclass
 class _Restart:
     load: LoadRun
@@ -126,36 +122,20 @@ def _wait_recovered(load: LoadRun, t_up: float) -> None:
 def _restart_run(case: Case, srv: AppServer) -> _Restart:
     """1.5 s of load, the database stopped for ~1 s and started again, load until recovered."""
     master_conn = master_session(srv)
-    stop = threading.Event()
-    load = LoadRun()
-    th = threading.Thread(
-        target=run_load,
-        kwargs=dict(port=srv.port, total=10**6, concurrency=8, time_cap=40, stop=stop,
-                    run=load, request_timeout=6),
+    out = restart_under_load(
+        srv, case.server, time_cap=40, warmup=1.5, outage=1.0, until_recovered=_wait_recovered,
+        before_stop=lambda: master_conn in session_ids(case.server),
     )  # fmt: skip
-    th.start()
-    try:
-        time.sleep(1.5)
-        master_alive = master_conn in session_ids(case.server)
-        t_down = time.monotonic()
-        case.server.stop()
-        time.sleep(1.0)
-        case.server.start()
-        t_up = time.monotonic()
-        _wait_recovered(load, t_up)
-    finally:
-        stop.set()
-        th.join(45)
     answered, probe_failures = probe_workers(srv)
     live = set(srv.worker_pids())
-    return _Restart(load, t_down, t_up, answered, live, probe_failures, master_alive)
+    return _Restart(out.load, out.t_down, out.t_up, answered, live, probe_failures,
+                    out.before_stop)  # fmt: skip
 
 
 def restart(case: Case) -> Outcome:
     """Case 1 for one pairing: failures only inside the outage window, every worker answers
     afterwards, no acknowledged write lost."""
-    dbname = create_database(case.server)
-    url = case.server.url(case.driver, dbname)
+    dbname, url = fresh_database(case.server, case.driver)
     t_case = time.monotonic()
     with app_server(case.kind, url, case.workdir, guard=case.guard, style="fsa3") as srv:
         run = _restart_run(case, srv)
@@ -177,22 +157,16 @@ def restart(case: Case) -> Outcome:
         (lost == 0, f"{lost} acknowledged writes lost"),
         (load.mismatches == 0, f"{load.mismatches} replies with another request's data"),
     ])  # fmt: skip
-    row = Row(
-        case="1 DB restart under load" + case.suffix(),
-        server=case.kind,
-        db=case.label,
+    row = _row(
+        case,
+        "1 DB restart under load",
+        broken,
+        RESTART_WITHOUT,
         config=f"{GUARD_LABEL[case.guard]}, fsa3 app",
         load=f"{len(load.reqs)} req, 8 clients, echo/read/write",
         faults=f"1 restart, outage {run.t_up - run.t_down:.1f} s",
         survived=f"{len(run.answered)}/{len(run.live)} workers recovered",
-        requests=len(load.reqs),
-        errors=len(failed),
-        db_errors=kinds_text(kinds),
-        lost_writes=lost,
-        mismatches=load.mismatches,
-        seconds=round(time.monotonic() - t_case, 1),
-        verdict=_verdict(case, broken),
-        notes=_notes(case, broken, RESTART_WITHOUT),
+        **measured(load, kinds, lost, t_case),
     )
     return Outcome(row, broken, _broken([(bool(failed), "the restart failed no request")]))
 
@@ -202,6 +176,14 @@ RESTART_WITHOUT = (
     "once: requests fail before the outage and a child closes the master's session (see the "
     "'(no forkguard)' rows)"
 )
+
+
+def _row(case: Case, title: str, broken: list[str], without: str, **columns: Any) -> Row:
+    """A matrix row: the pairing's app server and driver, the case's title (marked for a twin),
+    and the verdict and notes that the promises ``broken`` and ``without`` give."""
+    return Row(case=title + case.suffix(), server=case.kind, db=case.label,
+               verdict=_verdict(case, broken), notes=_notes(case, broken, without),
+               **columns)  # fmt: skip
 
 
 def _verdict(case: Case, broken: list[str]) -> str:
@@ -229,79 +211,26 @@ KILLS_WANTED = 10
 @dataclass
 class _Kills:
     load: LoadRun
-    kills: list[tuple[int, float, float]]  # (worker pid, kill sent, kill returned)
+    kills: list[Kill]
     probe_failures: int
     master_alive: bool  # the master's session, at the end (no kill targets it)
-
-
-def _latest_sessions(load: LoadRun, live: set[int]) -> dict[int, int]:
-    """Each live worker's DB session id, as its latest ``/conn`` reply said."""
-    latest: dict[int, int] = {}
-    with load.lock:
-        for r in load.reqs:
-            if r.op == "conn" and r.status == 200 and r.pid and r.conn_id:
-                latest[r.pid] = r.conn_id
-    return {pid: conn for pid, conn in latest.items() if pid in live}
 
 
 def _kill_run(case: Case, srv: AppServer) -> _Kills:
     """Under load, kill the sessions of 2 random workers every 0.5 s until 10 kills have
     landed (capped at 20 s), then give every killed worker time for its next request."""
-    rng = random.Random(7)
     master_conn = master_session(srv)
     _, probe_failures = probe_workers(srv)
-    stop = threading.Event()
-    load = LoadRun()
-    th = threading.Thread(
-        target=run_load,
-        kwargs=dict(port=srv.port, total=10**6, concurrency=6, time_cap=40, stop=stop,
-                    run=load, ops=("conn", "echo", "read", "write", "conn", "echo")),
-    )  # fmt: skip
-    th.start()
-    kills: list[tuple[int, float, float]] = []
-    try:
-        deadline = time.monotonic() + 20.0
-        while len(kills) < KILLS_WANTED and time.monotonic() < deadline:
-            time.sleep(0.5)
-            latest = _latest_sessions(load, set(srv.worker_pids()))
-            for pid in rng.sample(sorted(latest), min(2, len(latest))):
-                sent = time.monotonic()
-                kill_session(case.server, latest[pid])
-                kills.append((pid, sent, time.monotonic()))
-        time.sleep(1.5)
-    finally:
-        stop.set()
-        th.join(40)
+    load, kills = kills_under_load(srv, case.server, load_cap=40, every=0.5, kill_cap=20.0,
+                                   wanted=KILLS_WANTED)  # fmt: skip
     return _Kills(load, kills, probe_failures, master_conn in session_ids(case.server))
-
-
-def _after_kills(run: _Kills) -> tuple[list[Req], list[Req]]:
-    """(failures no kill explains, each killed worker's first request after its kill).
-
-    A failure is explained when a kill of its worker's session (of any worker's, for a bare
-    500 without a pid) overlaps it: it was the request in flight at the kill.
-    """
-
-    def in_flight(r: Req) -> bool:
-        return any(
-            (r.pid is None or r.pid == p) and ks <= r.t1 and ke >= r.t0 for p, ks, ke in run.kills
-        )
-
-    unexplained = [r for r in run.load.failed if not in_flight(r)]
-    nexts = [
-        min((r for r in run.load.reqs if r.pid == p and r.t0 > ke), key=lambda r: r.t0,
-            default=None)
-        for p, _, ke in run.kills
-    ]  # fmt: skip
-    return unexplained, [r for r in nexts if r is not None]
 
 
 def kill(case: Case) -> Outcome:
     """Case 2 for one pairing: only a request in flight at a kill may fail; the next request
     on every killed worker succeeds. Protected runs use ``resilient=True``; the twin the
     user's own ``pool_pre_ping=True``, the same recovery without forkguard."""
-    dbname = create_database(case.server)
-    url = case.server.url(case.driver, dbname)
+    dbname, url = fresh_database(case.server, case.driver)
     t_case = time.monotonic()
     guard = "resilient" if case.protected else "off"
     with app_server(case.kind, url, case.workdir, guard=guard, style="fsa3",
@@ -310,7 +239,7 @@ def kill(case: Case) -> Outcome:
         kinds = db_error_kinds(srv)
     lost = lost_writes(case.server, dbname, run.load.acknowledged)
     load, kills = run.load, run.kills
-    unexplained, asked = _after_kills(run)
+    unexplained, asked = after_kills(load, kills)
     served_after = sum(r.status == 200 for r in asked)
     broken = _broken([
         (run.probe_failures == 0, f"{run.probe_failures} failed probes before any kill"),
@@ -323,22 +252,16 @@ def kill(case: Case) -> Outcome:
         (load.mismatches == 0, f"{load.mismatches} replies with another request's data"),
     ])  # fmt: skip
     config = GUARD_LABEL["resilient"] if case.protected else "none + user pool_pre_ping=True"
-    row = Row(
-        case="2 server kills connections" + case.suffix(),
-        server=case.kind,
-        db=case.label,
+    row = _row(
+        case,
+        "2 server kills connections",
+        broken,
+        KILL_WITHOUT,
         config=config + ", fsa3 app",
         load=f"{len(load.reqs)} req, 6 clients",
         faults=f"{len(kills)} session kills",
         survived=f"next request OK on {served_after}/{len(asked)} killed workers",
-        requests=len(load.reqs),
-        errors=len(load.failed),
-        db_errors=kinds_text(kinds),
-        lost_writes=lost,
-        mismatches=load.mismatches,
-        seconds=round(time.monotonic() - t_case, 1),
-        verdict=_verdict(case, broken),
-        notes=_notes(case, broken, KILL_WITHOUT),
+        **measured(load, kinds, lost, t_case),
     )
     not_injected = _broken([
         (len(kills) >= 8, f"only {len(kills)} kills"),
@@ -370,19 +293,6 @@ class _Churn:
     probe_failures: int
 
 
-def _sigkill_while(th: threading.Thread, srv: AppServer) -> int:
-    """SIGKILL a random worker of ``srv`` every second while the load runs; how many."""
-    rng = random.Random(11)
-    kills = 0
-    while th.is_alive():
-        th.join(1.0)
-        pids = srv.worker_pids()
-        if th.is_alive() and pids:
-            os.kill(rng.choice(pids), signal.SIGKILL)
-            kills += 1
-    return kills
-
-
 def _churn_run(case: Case, srv: AppServer) -> _Churn:
     """240 requests with ``max-requests 20`` while workers are SIGKILLed; fds and the master's
     session (recorded at import, before the fork) are read before and after."""
@@ -390,19 +300,7 @@ def _churn_run(case: Case, srv: AppServer) -> _Churn:
     probe_workers(srv)
     start_fds = {pid: fd_count(pid) for pid in srv.worker_pids()}
     master_fds = fd_count(srv.master_pid)
-    stop = threading.Event()
-    load = LoadRun()
-    th = threading.Thread(
-        target=run_load,
-        kwargs=dict(port=srv.port, total=CHURN_REQUESTS, concurrency=8, time_cap=60,
-                    stop=stop, run=load),
-    )  # fmt: skip
-    th.start()
-    try:
-        kills = _sigkill_while(th, srv)
-    finally:
-        stop.set()
-        th.join(30)
+    load, kills = churn_under_load(srv, total=CHURN_REQUESTS, time_cap=60)
     answered, probe_failures = probe_workers(srv)
     return _Churn(
         load, kills, master_conn, master_conn in session_ids(case.server), start_fds,
@@ -435,8 +333,7 @@ def _churn_broken(run: _Churn, kinds_total: int, lost: int) -> list[str]:
 def churn(case: Case) -> Outcome:
     """Case 4 for one pairing, the reported app (session checked out at import): the master's
     session outlives every child, no request is answered with an error, fds stay bounded."""
-    dbname = create_database(case.server)
-    url = case.server.url(case.driver, dbname)
+    dbname, url = fresh_database(case.server, case.driver)
     t_case = time.monotonic()
     with app_server(case.kind, url, case.workdir, guard=case.guard, style="fsa2",
                     max_requests=20) as srv:  # fmt: skip
@@ -446,23 +343,17 @@ def churn(case: Case) -> Outcome:
     broken = _churn_broken(run, sum(kinds.values()), lost)
     load = run.load
     pids_seen = {r.pid for r in load.reqs if r.pid}
-    row = Row(
-        case="4 worker churn" + case.suffix(),
-        server=case.kind,
-        db=case.label,
+    row = _row(
+        case,
+        "4 worker churn",
+        broken,
+        CHURN_WITHOUT,
         config=f"{GUARD_LABEL[case.guard]}, fsa2 app (the reported one), max-requests 20",
         load=f"{len(load.reqs)} req, 8 clients",
         faults=f"{run.kills} SIGKILLs + recycling: {len(pids_seen)} worker pids",
         survived=f"master session {'alive' if run.master_alive else 'CLOSED'}; fds/worker "
         f"{max(run.start_fds.values(), default=0)} -> {max(run.end_fds.values(), default=0)}",
-        requests=len(load.reqs),
-        errors=len(load.failed),
-        db_errors=kinds_text(kinds),
-        lost_writes=lost,
-        mismatches=load.mismatches,
-        seconds=round(time.monotonic() - t_case, 1),
-        verdict=_verdict(case, broken),
-        notes=_notes(case, broken, CHURN_WITHOUT),
+        **measured(load, kinds, lost, t_case),
     )
     not_injected = _broken([
         (len(pids_seen) > 2 * WORKERS, f"only {len(pids_seen)} worker pids: no recycling"),

@@ -22,6 +22,9 @@ from ._harness import WORKERS, kill_session, run_load, wait_workers
 
 # The reported app: Flask-SQLAlchemy 2 style, and no error handler that rolls back.
 REPORTED_ENV = {"FG_FAULTS_ERROR_HANDLER": "reported"}
+# The idle-expiry cases (case 3 and its reported-app run) have the server drop sessions idle
+# this long (s).
+IDLE_TIMEOUT = 3
 
 
 def set_idle_timeout(server: DBServer, seconds: Optional[int]) -> None:

@@ -262,7 +262,7 @@ def test_fork_with_open_core_transaction(engine: sa.engine.Engine, results: Reco
     trans.commit()
     conn.close()
     with engine.connect() as check:
-        rows = dict(check.execute(sa.text("SELECT id, v FROM t")).all())
+        rows: dict[int, str] = dict(check.execute(sa.text("SELECT id, v FROM t")).all())
     assert rows == {1: "parent", 2: "child"}
     _row(results, "fork with an open Core transaction",
          "child: InheritedConnectionError on the held Connection, new ones work; "
@@ -292,7 +292,7 @@ def test_fork_with_open_orm_session_transaction(
     session.commit()
     session.close()
     with engine.connect() as check:
-        rows = dict(check.execute(sa.text("SELECT id, v FROM t")).all())
+        rows: dict[int, str] = dict(check.execute(sa.text("SELECT id, v FROM t")).all())
     assert rows == {10: "parent", 11: "child"}
     _row(results, "fork with an open ORM session transaction",
          "child's session is reset to its own connection; parent commits", t0)  # fmt: skip

@@ -4,7 +4,7 @@ with forkguard installed, against the suite's private MariaDB and PostgreSQL (se
 of ``conftest.py``, started once and shared with ``test_faults.py``).
 
 The two pairings ``test_faults.py`` already runs for these cases (uWSGI + PyMySQL, gunicorn +
-psycopg2: its ``PAIRS``) are left out here, so 6 of the 8 pairings x 3 faults = 18 protected
+psycopg2: ``_cases.PAIRS``) are left out here, so 6 of the 8 pairings x 3 faults = 18 protected
 runs. Each fault also has one unprotected twin per database server (mysqlclient on uWSGI,
 psycopg 3 on gunicorn): the same code with forkguard off, which must break at least one of the
 promises the protected runs keep. Every run records its row in ``docs/reliability.md``.
@@ -17,13 +17,12 @@ from typing import Callable
 
 import pytest
 
-from forkguard_lab.harness.servers import DBServer
-
 from . import _matrix
+from ._cases import DRIVER as COVERED_DRIVER
+from ._cases import PAIRS as COVERED_PAIRS
+from ._cases import db_server
 from ._matrix import APP_SERVERS, DRIVERS, Case, Outcome
 from .conftest import Recorder
-from .test_faults import DRIVER as COVERED_DRIVER
-from .test_faults import PAIRS as COVERED_PAIRS
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -43,27 +42,28 @@ def _ids(pairs: list[tuple[str, str]]) -> list[str]:
     return [f"{kind}-{driver}" for kind, driver in pairs]
 
 
-def _run(
-    fault: str, kind: str, driver: str, guard: str, request: pytest.FixtureRequest, workdir: Path
-) -> Outcome:
-    backend = DRIVERS[driver][0]
-    server: DBServer = request.getfixturevalue("mariadb" if backend == "mysql" else "postgres")
-    workdir.mkdir(exist_ok=True)
-    return FAULTS[fault](Case(kind, driver, server, str(workdir), guard))
+Run = Callable[[str, str], Outcome]
+
+
+@pytest.fixture
+def run(fault: str, kind: str, driver: str, request: pytest.FixtureRequest, tmp_path: Path) -> Run:
+    """This test's fault on its pairing: ``run(guard, subdir)`` runs it once, in its own
+    working directory below the test's ``tmp_path``."""
+
+    def one(guard: str, subdir: str) -> Outcome:
+        workdir = tmp_path / subdir
+        workdir.mkdir(exist_ok=True)
+        server = db_server(request, DRIVERS[driver][0])
+        return FAULTS[fault](Case(kind, driver, server, str(workdir), guard))
+
+    return one
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize(("kind", "driver"), PROTECTED, ids=_ids(PROTECTED))
-def test_protected(
-    fault: str,
-    kind: str,
-    driver: str,
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    results: Recorder,
-) -> None:
+def test_protected(fault: str, kind: str, driver: str, run: Run, results: Recorder) -> None:
     """With forkguard, every promise of the fault's case holds for this driver and server."""
-    outcome = _run(fault, kind, driver, "on", request, tmp_path)
+    outcome = run("on", ".")
     results.add(outcome.row)
     assert not outcome.not_injected, f"the fault was not injected: {outcome.not_injected}"
     assert not outcome.broken, f"{fault} on {kind} + {driver}: {outcome.broken}"
@@ -71,21 +71,14 @@ def test_protected(
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize(("kind", "driver"), TWINS, ids=_ids(TWINS))
-def test_unprotected_twin(
-    fault: str,
-    kind: str,
-    driver: str,
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    results: Recorder,
-) -> None:
+def test_unprotected_twin(fault: str, kind: str, driver: str, run: Run, results: Recorder) -> None:
     """The same run without forkguard breaks at least one promise: the checks have teeth.
 
     The hazard lives in the first requests after the fork (a collision on the inherited
     socket), so a run that happens to show nothing gets one more round on a fresh server; in
     every run so far the first round sufficed."""
     for attempt in range(1, TWIN_ROUNDS + 1):
-        outcome = _run(fault, kind, driver, "off", request, tmp_path / f"round{attempt}")
+        outcome = run("off", f"round{attempt}")
         if outcome.broken:
             break
     if attempt > 1:
@@ -95,5 +88,5 @@ def test_unprotected_twin(
 
 
 def test_matrix_covers_every_pairing() -> None:
-    """Together with ``test_faults.PAIRS`` the protected runs cover all 8 pairings."""
+    """Together with ``_cases.PAIRS`` (test_faults.py's) the protected runs cover all 8 pairings."""
     assert set(PROTECTED) | COVERED == {(k, d) for k in APP_SERVERS for d in DRIVERS}

@@ -9,10 +9,6 @@ and both databases.
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,46 +17,35 @@ import pytest
 
 from forkguard_lab import ERROR_MARKER
 from forkguard_lab.harness.load import LoadRun
-from forkguard_lab.harness.servers import DBServer
 
+from ._cases import DB_LABEL, DRIVER, PAIR_IDS, PAIRS, db_server, fresh_database
 from ._harness import (
     SSL_FAMILY,
     WORKERS,
     Certs,
-    Req,
     Row,
     app_server,
-    create_database,
     db_error_kinds,
     fd_count,
-    kill_session,
-    kinds_text,
     lost_writes,
+    measured,
     probe_workers,
     run_load,
     session_ids,
     ssl_family,
 )
+from ._inject import after_kills, churn_under_load, kills_under_load, restart_under_load
+from ._recovery import IDLE_TIMEOUT, set_idle_timeout
 from ._twins import Round, merged, repeat_until, serve_and_load
 from .conftest import Recorder
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
-
-PAIRS = [("uwsgi", "mysql"), ("gunicorn", "postgresql")]
-PAIR_IDS = ["uwsgi-mariadb", "gunicorn-postgres"]
-DRIVER = {"mysql": "pymysql", "postgresql": "psycopg2"}
-DB_LABEL = {"mysql": "MariaDB / PyMySQL", "postgresql": "PostgreSQL / psycopg2"}
 
 CONFIG_LABEL = {
     "resilient": "install(resilient=True)",
     "pre_ping": "install() + user pool_pre_ping=True",
     "plain": "install(), no pre-ping",
 }
-
-
-def _server(request: pytest.FixtureRequest, backend: str) -> DBServer:
-    srv: DBServer = request.getfixturevalue("mariadb" if backend == "mysql" else "postgres")
-    return srv
 
 
 def _recovery_kwargs(variant: str) -> dict[str, Any]:
@@ -75,6 +60,11 @@ def _recovery_kwargs(variant: str) -> dict[str, Any]:
 # --- 1. database restart in the middle of load ----------------------------------------------
 
 
+def _five_seconds(load: LoadRun, t_up: float) -> None:
+    """Case 1 keeps the load on for 5 s after the restart (the matrix waits for recovery)."""
+    time.sleep(5.0)
+
+
 @pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
 def test_database_restart_under_load(
     kind: str, backend: str, request: pytest.FixtureRequest, tmp_path: Path, results: Recorder
@@ -82,31 +72,14 @@ def test_database_restart_under_load(
     """Stop the database for ~2 s under load, start it again: every worker recovers (pool
     invalidation on the first disconnect error), failures only inside the outage window, every
     acknowledged write is still there."""
-    server = _server(request, backend)
-    dbname = create_database(server)
-    url = server.url(DRIVER[backend], dbname)
+    server = db_server(request, backend)
+    dbname, url = fresh_database(server, DRIVER[backend])
     grace = 3.0
     t_case = time.monotonic()
     with app_server(kind, url, str(tmp_path), guard="on", style="fsa3") as srv:
-        stop = threading.Event()
-        load = LoadRun()
-        th = threading.Thread(
-            target=run_load,
-            kwargs=dict(port=srv.port, total=10**6, concurrency=8, time_cap=30, stop=stop,
-                        run=load, request_timeout=6),
-        )  # fmt: skip
-        th.start()
-        try:
-            time.sleep(3.0)
-            t_down = time.monotonic()
-            server.stop()
-            time.sleep(2.0)
-            server.start()
-            t_up = time.monotonic()
-            time.sleep(5.0)
-        finally:
-            stop.set()
-            th.join(45)
+        out = restart_under_load(srv, server, time_cap=30, warmup=3.0, outage=2.0,
+                                 until_recovered=_five_seconds)  # fmt: skip
+        load, t_down, t_up = out.load, out.t_down, out.t_up
         answered, probe_failures = probe_workers(srv)
         live = set(srv.worker_pids())
         kinds = db_error_kinds(srv)
@@ -124,12 +97,7 @@ def test_database_restart_under_load(
             load=f"{len(load.reqs)} req, 8 clients, echo/read/write",
             faults=f"1 restart, outage {t_up - t_down:.1f} s",
             survived=f"{len(answered)}/{len(live)} workers recovered",
-            requests=len(load.reqs),
-            errors=len(failed),
-            db_errors=kinds_text(kinds),
-            lost_writes=lost,
-            mismatches=load.mismatches,
-            seconds=round(time.monotonic() - t_case, 1),
+            **measured(load, kinds, lost, t_case),
             verdict="pass" if not outside and lost == 0 and answered == live else "FAIL",
             notes=f"{len(failed)} failed requests, all inside the outage window "
             f"[stop, up + {grace:.0f} s]; {len(after_up)} after the server was back "
@@ -161,61 +129,18 @@ def test_server_kills_worker_connections(
 ) -> None:
     """``KILL CONNECTION`` / ``pg_terminate_backend`` on random workers' sessions under load:
     only a request in flight at the kill may fail; the next request on that worker succeeds."""
-    server = _server(request, backend)
-    dbname = create_database(server)
-    url = server.url(DRIVER[backend], dbname)
-    rng = random.Random(7)
+    server = db_server(request, backend)
+    dbname, url = fresh_database(server, DRIVER[backend])
     t_case = time.monotonic()
-    kills: list[tuple[int, float, float]] = []  # (worker pid, kill sent, kill returned)
     with app_server(kind, url, str(tmp_path), style="fsa3", **_recovery_kwargs(variant)) as srv:
         probe_workers(srv)
-        stop = threading.Event()
-        load = LoadRun()
-        th = threading.Thread(
-            target=run_load,
-            kwargs=dict(port=srv.port, total=10**6, concurrency=6, time_cap=30, stop=stop,
-                        run=load, ops=("conn", "echo", "read", "write", "conn", "echo")),
-        )  # fmt: skip
-        th.start()
-        try:
-            deadline = time.monotonic() + 8.0
-            while time.monotonic() < deadline:
-                time.sleep(0.8)
-                with load.lock:
-                    latest: dict[int, int] = {}
-                    for r in load.reqs:
-                        if r.op == "conn" and r.status == 200 and r.pid and r.conn_id:
-                            latest[r.pid] = r.conn_id
-                live = set(srv.worker_pids())
-                candidates = sorted(p for p in latest if p in live)
-                for pid in rng.sample(candidates, min(2, len(candidates))):
-                    sent = time.monotonic()
-                    kill_session(server, latest[pid])
-                    kills.append((pid, sent, time.monotonic()))
-            time.sleep(1.5)
-        finally:
-            stop.set()
-            th.join(40)
+        load, kills = kills_under_load(srv, server, load_cap=30, every=0.8, kill_cap=8.0)
         kinds = db_error_kinds(srv)
     lost = lost_writes(server, dbname, load.acknowledged)
     failed = load.failed
-
-    # A request that *started* after its worker's session was killed must succeed.
-    # A failure is the request in flight at a kill when a kill of its worker's session (of
-    # any worker's, for a bare 500 without a pid) overlaps it; any other failure is a request
-    # that came *after* a kill and should have succeeded.
-    def in_flight(r: Req) -> bool:
-        return any(
-            (r.pid is None or r.pid == p) and ks <= r.t1 and ke >= r.t0 for p, ks, ke in kills
-        )
-
-    next_failed = [r for r in failed if not in_flight(r)]
-    # For each kill, the first request its worker took after the kill returned.
-    nexts = [
-        min((r for r in load.reqs if r.pid == p and r.t0 > ke), key=lambda r: r.t0, default=None)
-        for p, _, ke in kills
-    ]
-    asked = [r for r in nexts if r is not None]
+    # A request that *started* after its worker's session was killed must succeed; for each
+    # kill, the first request its worker took after the kill returned.
+    next_failed, asked = after_kills(load, kills)
     served_after = sum(r.status == 200 for r in asked)
     results.add(
         Row(
@@ -226,12 +151,7 @@ def test_server_kills_worker_connections(
             load=f"{len(load.reqs)} req, 6 clients",
             faults=f"{len(kills)} session kills",
             survived=f"next request OK on {served_after}/{len(asked)} killed workers",
-            requests=len(load.reqs),
-            errors=len(failed),
-            db_errors=kinds_text(kinds),
-            lost_writes=lost,
-            mismatches=load.mismatches,
-            seconds=round(time.monotonic() - t_case, 1),
+            **measured(load, kinds, lost, t_case),
             verdict="pass" if not next_failed and lost == 0 else "FAIL",
             notes=f"{len(failed)} failed requests were in flight when their session was "
             f"killed; {len(next_failed)} failures on a later request",
@@ -250,20 +170,6 @@ def test_server_kills_worker_connections(
 # --- 3. idle expiry: wait_timeout / idle_session_timeout ----------------------------------
 
 
-IDLE_TIMEOUT = 3
-
-
-def _set_idle_timeout(server: DBServer, seconds: int | None) -> None:
-    if server.kind == "mysql":
-        server.execute_admin(f"SET GLOBAL wait_timeout = {seconds or 28800}")
-    else:
-        if seconds:
-            server.execute_admin(f"ALTER SYSTEM SET idle_session_timeout = '{seconds}s'")
-        else:
-            server.execute_admin("ALTER SYSTEM RESET idle_session_timeout")
-        server.execute_admin("SELECT pg_reload_conf()")
-
-
 @pytest.mark.parametrize("variant", ["resilient", "plain"])
 @pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
 def test_idle_expiry(
@@ -277,11 +183,10 @@ def test_idle_expiry(
     """The server drops idle sessions after 3 s; after idling past it, the next requests have
     zero errors with pre-ping (``resilient=True``, or the user's own ``pool_pre_ping``). The
     ``plain`` control shows the fault is real: without pre-ping the first requests fail."""
-    server = _server(request, backend)
-    dbname = create_database(server)
-    url = server.url(DRIVER[backend], dbname)
+    server = db_server(request, backend)
+    dbname, url = fresh_database(server, DRIVER[backend])
     t_case = time.monotonic()
-    _set_idle_timeout(server, IDLE_TIMEOUT)
+    set_idle_timeout(server, IDLE_TIMEOUT)
     try:
         with app_server(kind, url, str(tmp_path), style="fsa3", **_recovery_kwargs(variant)) as srv:
             answered, _ = probe_workers(srv)  # every worker now holds a pooled session
@@ -289,7 +194,7 @@ def test_idle_expiry(
             load = run_load(srv.port, total=200, concurrency=8, time_cap=30)
             kinds = db_error_kinds(srv)
     finally:
-        _set_idle_timeout(server, None)
+        set_idle_timeout(server, None)
     lost = lost_writes(server, dbname, load.acknowledged)
     failed = load.failed
     control = variant == "plain"
@@ -303,12 +208,7 @@ def test_idle_expiry(
             load=f"idle {IDLE_TIMEOUT + 2.5:.1f} s, then {len(load.reqs)} req, 8 clients",
             faults=f"{len(answered)} pooled sessions expired (timeout {IDLE_TIMEOUT} s)",
             survived=f"{len(load.reqs) - len(failed)}/{len(load.reqs)} requests OK",
-            requests=len(load.reqs),
-            errors=len(failed),
-            db_errors=kinds_text(kinds),
-            lost_writes=lost,
-            mismatches=load.mismatches,
-            seconds=round(time.monotonic() - t_case, 1),
+            **measured(load, kinds, lost, t_case),
             verdict=verdict,
             notes="control: without pre-ping each worker's first request after the expiry "
             "fails ('gone away' / 'server closed the connection')"
@@ -334,12 +234,9 @@ def test_worker_churn(
 ) -> None:
     """2,000 requests with ``max-requests 20`` while random workers are SIGKILLed: new workers
     start clean, the master's connection outlives every child, fds per worker stay bounded."""
-    server = _server(request, backend)
-    dbname = create_database(server)
-    url = server.url(DRIVER[backend], dbname)
-    rng = random.Random(11)
+    server = db_server(request, backend)
+    dbname, url = fresh_database(server, DRIVER[backend])
     t_case = time.monotonic()
-    kills = 0
     with app_server(kind, url, str(tmp_path), guard="on", style="fsa2", max_requests=20) as srv:
         from forkguard_lab.harness.http import http_get
 
@@ -350,24 +247,7 @@ def test_worker_churn(
         probe_workers(srv)
         start_fds = {pid: fd_count(pid) for pid in srv.worker_pids()}
         master_fds = fd_count(srv.master_pid)
-        stop = threading.Event()
-        load = LoadRun()
-        th = threading.Thread(
-            target=run_load,
-            kwargs=dict(port=srv.port, total=2000, concurrency=8, time_cap=120, stop=stop,
-                        run=load),
-        )  # fmt: skip
-        th.start()
-        try:
-            while th.is_alive():
-                th.join(1.0)
-                pids = srv.worker_pids()
-                if th.is_alive() and pids:
-                    os.kill(rng.choice(pids), signal.SIGKILL)
-                    kills += 1
-        finally:
-            stop.set()
-            th.join(30)
+        load, kills = churn_under_load(srv, total=2000, time_cap=120)
         answered, probe_failures = probe_workers(srv)
         end_fds = {pid: fd_count(pid) for pid in srv.worker_pids()}
         master_fds_end = fd_count(srv.master_pid)
@@ -388,12 +268,7 @@ def test_worker_churn(
             faults=f"{kills} SIGKILLs + recycling: {len(pids_seen)} worker pids",
             survived=f"master session {'alive' if master_alive else 'CLOSED'}; "
             f"fds/worker {max(start_fds.values())} -> {max(end_fds.values(), default=0)}",
-            requests=len(load.reqs),
-            errors=len(failed),
-            db_errors=kinds_text(kinds),
-            lost_writes=lost,
-            mismatches=load.mismatches,
-            seconds=round(time.monotonic() - t_case, 1),
+            **measured(load, kinds, lost, t_case),
             verdict="pass" if master_alive and not bad and lost == 0 else "FAIL",
             notes=f"{len(failed)} requests died with their SIGKILLed worker (no reply), "
             f"{len(bad)} answered with an error; master fds {master_fds} -> {master_fds_end}",
@@ -433,9 +308,8 @@ def test_tls(
     """Drivers on TLS, the reported app: with forkguard no SSL error of the 'decryption failed
     or bad record mac' family and no error at all; without it, failed requests whose error is
     of that family (rounds of a fresh server until one shows it)."""
-    server = _server(request, backend)
-    dbname = create_database(server)
-    url = server.url(DRIVER[backend], dbname)
+    server = db_server(request, backend)
+    dbname, url = fresh_database(server, DRIVER[backend])
     connect_args = {"ssl": {"ca": certs.ca}} if backend == "mysql" else {"sslmode": "require"}
     protected = guard == "on"
     t_case = time.monotonic()
@@ -464,12 +338,7 @@ def test_tls(
             + ("" if protected else f", {len(rounds)} round(s) of a fresh server"),
             faults="connection inherited over TLS",
             survived=f"{ssl_errors} failed requests of the SSL family",
-            requests=len(load.reqs),
-            errors=len(failed),
-            db_errors=kinds_text(kinds),
-            lost_writes=lost,
-            mismatches=load.mismatches,
-            seconds=round(time.monotonic() - t_case, 1),
+            **measured(load, kinds, lost, t_case),
             verdict=("pass" if not failed and not sum(kinds.values()) and not ssl_anywhere
                      else "FAIL")
             if protected
@@ -528,9 +397,7 @@ def test_echo_leak(
     """Every echo must come back with the client's own token: 0 mismatches in 10,000 requests
     with forkguard; without it, mismatches (another request's data), in rounds of a fresh server
     and 64 clients, each stopped at its first mismatch."""
-    server = _server(request, backend)
-    dbname = create_database(server)
-    url = server.url(DRIVER[backend], dbname)
+    _, url = fresh_database(db_server(request, backend), DRIVER[backend])
     protected = guard == "on"
     total = 10_000 if protected else 1_280
     t_case = time.monotonic()
@@ -559,12 +426,7 @@ def test_echo_leak(
             + ("" if protected else f", {len(rounds)} round(s) of a fresh server"),
             faults="connection inherited by 4 workers",
             survived=f"{load.ok} OK",
-            requests=len(load.reqs),
-            errors=len(failed),
-            db_errors=kinds_text(kinds),
-            lost_writes=0,
-            mismatches=load.mismatches,
-            seconds=round(time.monotonic() - t_case, 1),
+            **measured(load, kinds, 0, t_case),
             verdict=("pass" if load.mismatches == 0 and not failed else "FAIL")
             if protected
             else (f"reproduced: {load.mismatches} leaks" if load.mismatches

@@ -26,14 +26,12 @@ from typing import Callable
 
 import pytest
 
-from forkguard_lab.harness.servers import DBServer
-
+from ._cases import DB_LABEL, DRIVER, PAIR_IDS, PAIRS, db_server, fresh_database
 from ._crash import WriteLoad, audit, commit_durability, run_writes
 from ._harness import (
     WORKERS,
     Row,
     app_server,
-    create_database,
     db_error_kinds,
     kinds_text,
     probe_workers,
@@ -42,11 +40,6 @@ from ._harness import (
 from .conftest import Recorder
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
-
-PAIRS = [("uwsgi", "mysql"), ("gunicorn", "postgresql")]
-PAIR_IDS = ["uwsgi-mariadb", "gunicorn-postgres"]
-DRIVER = {"mysql": "pymysql", "postgresql": "psycopg2"}
-DB_LABEL = {"mysql": "MariaDB / PyMySQL", "postgresql": "PostgreSQL / psycopg2"}
 
 
 def _wait_for(cond: Callable[[], bool], timeout: float) -> bool:
@@ -65,9 +58,8 @@ def test_database_sigkill_under_write_load(
 ) -> None:
     """SIGKILL the database mid-load, start it again: workers recover, no acknowledged write is
     lost, no refused write is committed (bar a COMMIT in flight at the crash, counted apart)."""
-    server: DBServer = request.getfixturevalue("mariadb" if backend == "mysql" else "postgres")
-    dbname = create_database(server)
-    url = server.url(DRIVER[backend], dbname)
+    server = db_server(request, backend)
+    dbname, url = fresh_database(server, DRIVER[backend])
     setting, durable = commit_durability(server)
     assert durable, f"the server may lose acknowledged commits on a crash ({setting})"
     t_case = time.monotonic()

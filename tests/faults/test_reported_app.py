@@ -29,18 +29,19 @@ import pytest
 
 from forkguard_lab.harness.servers import DBServer
 
+from ._cases import DB_LABEL, DRIVER, PAIR_IDS, PAIRS, db_server, fresh_database
 from ._harness import (
     WORKERS,
     Row,
     app_server,
-    create_database,
     db_error_kinds,
-    kinds_text,
     lost_writes,
+    measured,
     probe_workers,
     run_load,
 )
 from ._recovery import (
+    IDLE_TIMEOUT,
     REPORTED_ENV,
     kill_worker_sessions,
     per_worker,
@@ -52,12 +53,7 @@ from .conftest import Recorder
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-PAIRS = [("uwsgi", "mysql"), ("gunicorn", "postgresql")]
-PAIR_IDS = ["uwsgi-mariadb", "gunicorn-postgres"]
-DRIVER = {"mysql": "pymysql", "postgresql": "psycopg2"}
-DB_LABEL = {"mysql": "MariaDB / PyMySQL", "postgresql": "PostgreSQL / psycopg2"}
 GUARD_LABEL = {"resilient": "install(resilient=True)", "on": "install(), no pre-ping"}
-IDLE_TIMEOUT = 3
 LOAD_TOTAL = 240
 
 
@@ -95,9 +91,8 @@ def test_reported_app_recovery(
     results: Recorder,
 ) -> None:
     """Every worker's held session dies while idle; then 240 requests (echo/read/write)."""
-    server: DBServer = request.getfixturevalue("mariadb" if backend == "mysql" else "postgres")
-    dbname = create_database(server)
-    url = server.url(DRIVER[backend], dbname)
+    server = db_server(request, backend)
+    dbname, url = fresh_database(server, DRIVER[backend])
     t_case = time.monotonic()
     if fault == "idle":
         set_idle_timeout(server, IDLE_TIMEOUT)
@@ -128,12 +123,7 @@ def test_reported_app_recovery(
             faults=injected,
             survived=f"{broken}/{len(accounts)} workers failed, {recovered} recovered "
             f"(after a save() rollback); all {len(answered)} answer at the end",
-            requests=len(load.reqs),
-            errors=len(failed),
-            db_errors=kinds_text(kinds),
-            lost_writes=lost,
-            mismatches=load.mismatches,
-            seconds=round(time.monotonic() - t_case, 1),
+            **measured(load, kinds, lost, t_case),
             verdict="limitation measured" if broken else "FAIL (fault not seen)",
             notes=f"{len(failed)} failed requests: the first one per worker is the disconnect, "
             f"the other {stuck} are the session's failed transaction ('Can't reconnect until "

@@ -22,7 +22,8 @@ from forkguard_lab import STRATEGIES
 from forkguard_lab.cli import main as lab_main
 from forkguard_lab.harness.logscan import _KINDS, scan
 from forkguard_lab.harness.procfs import pss_kb
-from forkguard_lab.labdocs import END, START, checkout_commit, lab_page, write_docs
+from forkguard_lab.harness.provenance import checkout_commit
+from forkguard_lab.labdocs import END, START, lab_page, write_docs
 from forkguard_lab.legend import COLUMNS, STYLE_HELP, kind_help
 from forkguard_lab.matrix import CellResult
 from forkguard_lab.memory import answer_spans, settled_pss, settled_samples

@@ -21,10 +21,11 @@ from types import FrameType
 from typing import Any, Optional, Sequence
 
 from . import DRIVERS, STRATEGIES
+from .harness.provenance import checkout_commit
 from .harness.servers import ServerUnavailable, missing_binaries_message, private_server
 from .labdocs import END as LAB_END
 from .labdocs import START as LAB_START
-from .labdocs import cells_of, checkout_commit, write_docs
+from .labdocs import cells_of, write_docs
 from .matrix import CellResult, Target, run_cell
 from .report import Progress, ensure_dir, render, write_json, write_png
 from .runners import SERVERS

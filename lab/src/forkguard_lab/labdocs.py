@@ -9,8 +9,6 @@ writes them again from a stored run without measuring anything.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from typing import Any, Optional
 
 from .matrix import CellResult
@@ -24,27 +22,6 @@ NOTE = (
 )
 # The README shows the rows of the reported app's driver; docs/lab.md has every cell.
 README_DRIVER = "pymysql"
-
-
-def checkout_commit(where: Optional[str] = None) -> str:
-    """``git rev-parse --short HEAD`` of the checkout holding this code, ``-dirty`` if it has
-    uncommitted changes; ``unknown`` outside a git checkout (an installed wheel)."""
-    cwd = where or os.path.dirname(os.path.abspath(__file__))
-    head = _git(cwd, "rev-parse", "--short", "HEAD")
-    if not head:
-        return "unknown"
-    changes = _git(cwd, "status", "--porcelain")
-    return f"{head}-dirty" if changes else head
-
-
-def _git(cwd: str, *args: str) -> str:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def cells_of(doc: dict[str, Any]) -> list[CellResult]:

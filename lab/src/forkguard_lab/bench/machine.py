@@ -6,10 +6,11 @@ import datetime
 import logging
 import os
 import platform
-import subprocess
 import sys
 from importlib import metadata
 from typing import Any
+
+from ..harness.provenance import checkout_commit
 
 log = logging.getLogger("forkguard_lab.bench")
 
@@ -55,23 +56,6 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _git_commit() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.debug("git unavailable: %s", exc)
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -89,7 +73,7 @@ def describe() -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "executable": sys.executable,
         "packages": {name: _version(name) for name in PACKAGES},
-        "git_commit": _git_commit(),
+        "git_commit": checkout_commit(),
         "load_at_start": load_average(),
     }
 

@@ -35,16 +35,11 @@ and ``free_port`` are reused as they are).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import http.client
-import json
 import logging
 import math
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -56,7 +51,9 @@ from typing import Any, Optional
 import sqlalchemy as sa
 
 from forkguard_lab.harness.commands import gunicorn_argv, uwsgi_argv
+from forkguard_lab.harness.http import http_get
 from forkguard_lab.harness.load import LoadResult, run_load
+from forkguard_lab.harness.prefork import ServerProcess
 from forkguard_lab.harness.procfs import Counters, child_pids, children_of, counters, smaps_rollup
 from forkguard_lab.harness.servers import free_port
 
@@ -234,20 +231,6 @@ def measure_memory(master: int) -> Memory:
     return mem
 
 
-def http_json(port: int, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        resp = conn.getresponse()
-        raw = resp.read()
-        return resp.status, json.loads(raw) if raw else None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        log.debug("GET %s: %s", path, exc)
-        return 0, None
-    finally:
-        conn.close()
-
-
 def burst(port: int, path: str, n: int, timeout: float = 15.0) -> list[dict[str, Any]]:
     """``n`` concurrent GETs; the JSON bodies of the 200 answers. With a ``hold`` in the path
     each worker stays busy, so the burst spreads over the workers."""
@@ -255,7 +238,7 @@ def burst(port: int, path: str, n: int, timeout: float = 15.0) -> list[dict[str,
     lock = threading.Lock()
 
     def one() -> None:
-        status, body = http_json(port, path, timeout)
+        status, body = http_get(port, path, timeout)
         if status == 200 and isinstance(body, dict):
             with lock:
                 bodies.append(body)
@@ -270,34 +253,16 @@ def burst(port: int, path: str, n: int, timeout: float = 15.0) -> list[dict[str,
 
 # ---- one server ----------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
-
-def _die_with_parent() -> None:
-    """In the server's master, between fork and exec: SIGTERM it when the benchmark dies.
-
-    A server runs in its own session (so that stopping it takes its whole process group), so
-    nothing else ends it if the benchmark is killed outright (SIGKILL, e.g. by a test's
-    timeout) and no ``finally`` runs: without this its master and workers stay behind. Both
-    servers stop on SIGTERM (uWSGI runs with ``--die-on-term``). The signal follows the
-    thread that started the server: :func:`run_cell` starts them from the main thread.
-    """
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Server:
-    """uWSGI or gunicorn with :mod:`.memapp`, in its own process group on 127.0.0.1."""
+class Server(ServerProcess):
+    """uWSGI or gunicorn with :mod:`.memapp`, in its own process group on 127.0.0.1; it dies
+    with the benchmark even when the benchmark is killed outright."""
 
     def __init__(
         self, kind: str, variant: str, workers: int, env: dict[str, str], workdir: str
     ) -> None:
         self.kind, self.variant, self.workers = kind, variant, workers
         self.port = free_port()
-        self.env = env
-        self.log_path = os.path.join(workdir, f"{kind}-{variant}-{workers}.log")
-        self.proc: Optional[subprocess.Popen[bytes]] = None
-        self._log: Any = None
         self.ready_bodies: dict[int, dict[str, Any]] = {}  # /health per worker at ready
         lazy = variant == "lazy"
         if kind == "uwsgi":
@@ -326,28 +291,20 @@ class Server:
                 self.argv += ["--config", conf]
         else:
             raise ValueError(f"unknown server {kind!r}; expected one of {SERVERS}")
+        log_path = os.path.join(workdir, f"{kind}-{variant}-{workers}.log")
+        super().__init__(self.argv, env, log_path, die_with_parent=True)
 
     @property
     def master(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return self.master_pid
 
-    def start(self, timeout: float) -> float:
+    def start_serving(self, timeout: float) -> float:
         """Start; seconds until every worker has answered a request."""
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # one libc call; glibc's fork keeps malloc usable
-        )
+        super().start()
         seen: set[int] = set()
         while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
+            if self.exited() is not None:
                 raise RuntimeError(f"{self.kind} exited at start; log:\n{self.tail()}")
             pids = set(children_of(self.master))
             if len(pids) >= self.workers:
@@ -422,29 +379,9 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"workers did not come back within {timeout:.0f}s")
 
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(8)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s master %d did not stop; killing its group", self.kind, proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            if proc.poll() is None:
-                proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def tail(self, nbytes: int = 3000) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                return fh.read().decode("utf-8", "replace")[-nbytes:]
-        except OSError as exc:
-            return f"(cannot read {self.log_path}: {exc})"
+    def stop(self, term_timeout: Optional[float] = 8.0) -> None:
+        """SIGTERM, then SIGKILL what is left after ``term_timeout`` seconds."""
+        super().stop(term_timeout)
 
 
 def _env(variant: str, db_url: str, table: str, mb: float) -> dict[str, str]:
@@ -608,7 +545,7 @@ def _start_all(
         env = _env(variant, db_url, table, cfg.mb)
         server = servers[variant] = Server(run.server, variant, run.workers, env, tmp)
         try:
-            run.startup_s = server.start(cfg.start_timeout)
+            run.startup_s = server.start_serving(cfg.start_timeout)
             run.memory["ready"] = measure_memory(server.master)
             run.postfork_runs = [
                 int(server.ready_bodies[p].get("postfork_runs", 0))

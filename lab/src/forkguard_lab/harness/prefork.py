@@ -12,6 +12,7 @@ app), with what the lab and the fault tests ask of one: its workers, a worker's 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -30,9 +31,15 @@ class ServerProcess:
     """One process (and whatever it forks) in its own session, its output in ``log_path``."""
 
     def __init__(
-        self, argv: list[str], env: dict[str, str], log_path: str, cwd: Optional[str] = None
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: str,
+        cwd: Optional[str] = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.argv, self.env, self.log_path, self.cwd = argv, env, log_path, cwd
+        self.die_with_parent = die_with_parent
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self._log_file: Optional[IO[bytes]] = None
 
@@ -52,6 +59,8 @@ class ServerProcess:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # One libc call between fork and exec; glibc's fork keeps malloc usable there.
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         return self
 
@@ -111,6 +120,21 @@ class ServerProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the new process, between fork and exec: SIGTERM it when its starter dies.
+
+    A server runs in its own session (so that stopping it takes its whole process group), so
+    nothing else ends it if the tool that started it is killed outright (SIGKILL, e.g. by a
+    test's timeout) and no ``finally`` runs: without this its master and workers stay behind.
+    The signal follows the *thread* that started the process, so only a caller that starts
+    its servers from a thread that outlives them (the benchmark: its main thread) opts in.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(pid: int, sig: int) -> None:
