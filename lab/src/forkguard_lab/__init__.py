@@ -7,11 +7,13 @@ rebuilds that app and runs those fixes, the other known ones and forkguard side 
 
 One module per job: :mod:`.harness` (what the lab shares with the benchmarks and the tests:
 private throwaway databases, pre-fork server processes, the HTTP load client, DB error kinds
-from server logs, /proc), :mod:`.app` (the reported Flask app), :mod:`.runners` (the app under
-uWSGI / gunicorn, one strategy each), :mod:`.matrix` (one cell, end to end), :mod:`.memory`
-(when a PSS reading counts: every worker loaded and not shutting down), :mod:`.report` (table,
-JSON, PNG), :mod:`.legend` (what every column and error kind means), :mod:`.labdocs`
-(docs/lab.md and the README's lab block) and :mod:`.cli`; :mod:`.bench` is the benchmarks.
+from server logs, /proc), :mod:`.app` (the reported Flask app), :mod:`.views` (the model, routes
+and error marker it shares with the fault suite's app and the benchmark's), :mod:`.runners` (the
+app under uWSGI / gunicorn, one strategy each), :mod:`.matrix` (one cell, end to end),
+:mod:`.memory` (when a PSS reading counts: every worker loaded and not shutting down),
+:mod:`.report` (table, JSON, PNG), :mod:`.legend` (what every column and error kind means),
+:mod:`.labdocs` (docs/lab.md and the README's lab block) and :mod:`.cli`; :mod:`.bench` is the
+benchmarks.
 
 Constants shared by the harness and the app live here, because importing :mod:`.app` builds
 the app (it needs a database URL and, for one strategy, installs forkguard).

@@ -28,13 +28,10 @@ logs, and one marker per failed request is exact where counting traceback lines 
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
-import time
 from typing import Any, Callable, Optional
 
-from forkguard_lab import ERROR_MARKER, STRATEGIES
+from forkguard_lab import STRATEGIES
 
 STRATEGY = os.environ.get("FORKGUARD_LAB_STRATEGY", "none")
 STYLE = os.environ.get("FORKGUARD_LAB_STYLE", "fsa2")
@@ -57,11 +54,11 @@ if STRATEGY == "forkguard":
     if INSTALL_AT == "import":
         forkguard.install()
 
-from flask import Flask, jsonify, request  # noqa: E402 - forkguard.install() must come first
-from flask.logging import default_handler  # noqa: E402
+from flask import Flask, jsonify  # noqa: E402 - forkguard.install() must come first
 from flask_sqlalchemy import SQLAlchemy  # noqa: E402
-from sqlalchemy import text  # noqa: E402
 from sqlalchemy.orm import close_all_sessions  # noqa: E402
+
+from forkguard_lab import views  # noqa: E402
 
 # What real apps hold from import on (caches, lookup tables, config): a modest read-only working
 # set, so that what preloading shares, and lazy-apps duplicates in every worker, is visible.
@@ -70,33 +67,9 @@ CATALOG = [(f"catalog-item-{i:08d}", i, i / 7.0) for i in range(DATA_MB * 1024 *
 
 app = Flask(__name__)
 app.config["SQLALCHEMY_DATABASE_URI"] = DB_URL
-app.logger.setLevel(logging.INFO)
-# Straight to stderr (the server's log file), not to wsgi.errors: errors outside a request
-# (post-fork hooks) must land in the same log, and uWSGI's wsgi.errors may be buffered.
-_handler = logging.StreamHandler(sys.stderr)
-_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-app.logger.removeHandler(default_handler)
-app.logger.addHandler(_handler)
-app.logger.propagate = False
+_log_error = views.marker_logger(app)
 db = SQLAlchemy(app, session_options={"expire_on_commit": False})
-
-
-class User(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "fg_lab_users"
-    id = db.Column(db.Integer, primary_key=True)
-    email = db.Column(db.String(190), unique=True, nullable=False)
-    name = db.Column(db.String(100), nullable=False, default="")
-
-    def save(self) -> bool:
-        """The reported app's save(): commit, or log and roll back. True if the commit returned."""
-        try:
-            db.session.add(self)
-            db.session.commit()
-        except Exception as ex:
-            _log_error("save", ex)
-            db.session.rollback()
-            return False
-        return True
+User = views.user_model(db, "fg_lab_users", _log_error)
 
 
 class Campaign(db.Model):  # type: ignore[name-defined,misc]
@@ -121,74 +94,17 @@ elif STYLE == "fsa3":
 else:
     raise RuntimeError(f"FORKGUARD_LAB_STYLE={STYLE!r}: expected fsa2 or fsa3")
 
-
-def _log_error(where: str, exc: BaseException) -> None:
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    app.logger.error(
-        "%s where=%s pid=%d exc=%s: %s",
-        ERROR_MARKER,
-        where,
-        os.getpid(),
-        type(exc).__name__,
-        first[:300],
-    )
-
-
-@app.errorhandler(Exception)
-def _on_error(exc: Exception) -> Any:
-    """Log one marker line and answer 500, as Flask does without a handler.
-
-    The reported app has no handler; Flask's default logs a multi-line traceback instead, which
-    the lab could not count as exactly.
-    """
-    _log_error(request.path, exc)
-    return jsonify(error=type(exc).__name__, pid=os.getpid()), 500
+# Log one marker line and answer 500, as Flask does without a handler (see views).
+views.add_error_marker(app, _log_error)
+# /echo, /user (GET: User.query, or db.session.query with ?flavor=session; POST: save()).
+views.add_user_routes(app, db, User, lookup="flavor")
 
 
 @app.get("/health")
 def health() -> Any:
     """Readiness probe: answers without touching the database."""
-    hold = float(request.args.get("hold", "0") or 0)
-    if hold > 0:
-        time.sleep(min(hold, 1.0))
+    views.hold(1.0)
     return jsonify(pid=os.getpid(), strategy=STRATEGY)
-
-
-@app.get("/echo")
-def echo() -> Any:
-    """Send the client's token through the database and back.
-
-    Any other token in the reply means this process read a result meant for another one.
-    """
-    token = request.args.get("token", "")
-    got = db.session.execute(text("SELECT :token"), {"token": token}).scalar()
-    hold = float(request.args.get("hold", "0") or 0)
-    if hold > 0:
-        time.sleep(min(hold, 1.0))
-    return jsonify(token=got, pid=os.getpid())
-
-
-@app.get("/user")
-def read_user() -> Any:
-    """Look a user up the reported app's two ways: ``User.query`` or ``db.session.query``."""
-    email = request.args.get("email", "")
-    if request.args.get("flavor") == "session":
-        user = db.session.query(User).filter(User.email == email).scalar()
-    else:
-        user = User.query.filter(User.email == email).scalar()
-    if user is None:
-        return jsonify(id=None, email=None, pid=os.getpid())
-    return jsonify(id=user.id, email=user.email, pid=os.getpid())
-
-
-@app.post("/user")
-def write_user() -> Any:
-    """Save a new user with the reported app's save(); 200 with the new id only if it committed."""
-    email = request.form.get("email", "")
-    user = User(email=email, name=email.split("@")[0][:100])
-    if not user.save():
-        return jsonify(error="save failed", pid=os.getpid()), 500
-    return jsonify(id=user.id, email=user.email, pid=os.getpid())
 
 
 @app.get("/stats")

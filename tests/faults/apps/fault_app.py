@@ -1,8 +1,9 @@
 """The reported app for the fault-injection suite: ``forkguard_lab.app`` plus fault hooks.
 
-It mirrors :mod:`forkguard_lab.app` (same models, routes and error marker, so
-:mod:`forkguard_lab.harness.logscan` counts its errors), and adds what the fault cases need and
-the lab app has no hook for (see the report in ``docs/reliability.md``):
+It shares :mod:`forkguard_lab.app`'s model, routes and error marker (all from
+:mod:`forkguard_lab.views`, so :mod:`forkguard_lab.harness.logscan` counts its errors), and adds
+what the fault cases need and the lab app has no hook for (see the report in
+``docs/reliability.md``):
 
 ``FG_FAULTS_DB_URL``        the SQLAlchemy URL (required)
 ``FG_FAULTS_FORKGUARD``     ``off`` | ``on`` (``forkguard.install()``) |
@@ -26,13 +27,8 @@ Extra routes: ``/conn`` (this worker's DB session id and whether it runs over TL
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
-import time
 from typing import Any
-
-from forkguard_lab import ERROR_MARKER
 
 DB_URL = os.environ.get("FG_FAULTS_DB_URL", "")
 GUARD = os.environ.get("FG_FAULTS_FORKGUARD", "on")
@@ -56,10 +52,11 @@ if GUARD != "off":
     else:
         forkguard.install()
 
-from flask import Flask, jsonify, request  # noqa: E402 - forkguard.install() comes first
-from flask.logging import default_handler  # noqa: E402
+from flask import Flask, jsonify  # noqa: E402 - forkguard.install() comes first
 from flask_sqlalchemy import SQLAlchemy  # noqa: E402
 from sqlalchemy import text  # noqa: E402
+
+from forkguard_lab import views  # noqa: E402
 
 BACKEND = "mysql" if DB_URL.startswith("mysql") else "postgresql"
 SESSION_ID_SQL = {"mysql": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}[
@@ -80,30 +77,9 @@ if CONNECT_ARGS:
 if PRE_PING:
     engine_options["pool_pre_ping"] = True
 app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
-app.logger.setLevel(logging.INFO)
-_handler = logging.StreamHandler(sys.stderr)
-_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-app.logger.removeHandler(default_handler)
-app.logger.addHandler(_handler)
-app.logger.propagate = False
+_log_error = views.marker_logger(app)
 db = SQLAlchemy(app, session_options={"expire_on_commit": False})
-
-
-class User(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "fg_lab_users"
-    id = db.Column(db.Integer, primary_key=True)
-    email = db.Column(db.String(190), unique=True, nullable=False)
-    name = db.Column(db.String(100), nullable=False, default="")
-
-    def save(self) -> bool:
-        try:
-            db.session.add(self)
-            db.session.commit()
-        except Exception as ex:
-            _log_error("save", ex)
-            db.session.rollback()
-            return False
-        return True
+User = views.user_model(db, "fg_lab_users", _log_error)
 
 
 def configure_db() -> tuple[int, str]:
@@ -126,30 +102,20 @@ else:
     raise RuntimeError(f"FG_FAULTS_STYLE={STYLE!r}: expected fsa2 or fsa3")
 
 
-def _log_error(where: str, exc: BaseException) -> None:
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    app.logger.error(
-        "%s where=%s pid=%d exc=%s: %s",
-        ERROR_MARKER,
-        where,
-        os.getpid(),
-        type(exc).__name__,
-        first[:300],
-    )
+def _rollback_after_error() -> None:
+    """What any app must do after a DB error (the reported app has no handler: Flask answers 500
+    and the session stays in its failed transaction until ``save()`` rolls it back)."""
+    try:
+        db.session.rollback()
+    except Exception as again:
+        _log_error("rollback", again)
 
 
-@app.errorhandler(Exception)
-def _on_error(exc: Exception) -> Any:
-    """One marker line, then (unless the app is the reported one) roll the session back, what
-    any app must do after a DB error. The reported app has no handler: Flask answers 500 and the
-    session stays in its failed transaction until ``save()`` rolls it back."""
-    _log_error(request.path, exc)
-    if ERROR_HANDLER == "rollback":
-        try:
-            db.session.rollback()
-        except Exception as again:
-            _log_error("rollback", again)
-    return jsonify(error=type(exc).__name__, pid=os.getpid()), 500
+# One marker line, then (unless the app is the reported one) roll the session back.
+views.add_error_marker(
+    app, _log_error, _rollback_after_error if ERROR_HANDLER == "rollback" else None
+)
+views.add_user_routes(app, db, User, lookup="query")
 
 
 @app.get("/health")
@@ -157,42 +123,12 @@ def health() -> Any:
     return jsonify(pid=os.getpid())
 
 
-@app.get("/echo")
-def echo() -> Any:
-    token = request.args.get("token", "")
-    got = db.session.execute(text("SELECT :token"), {"token": token}).scalar()
-    hold = float(request.args.get("hold", "0") or 0)
-    if hold > 0:
-        time.sleep(min(hold, 1.0))
-    return jsonify(token=got, pid=os.getpid())
-
-
-@app.get("/user")
-def read_user() -> Any:
-    email = request.args.get("email", "")
-    user = User.query.filter(User.email == email).scalar()
-    if user is None:
-        return jsonify(id=None, email=None, pid=os.getpid())
-    return jsonify(id=user.id, email=user.email, pid=os.getpid())
-
-
-@app.post("/user")
-def write_user() -> Any:
-    email = request.form.get("email", "")
-    user = User(email=email, name=email.split("@")[0][:100])
-    if not user.save():
-        return jsonify(error="save failed", pid=os.getpid()), 500
-    return jsonify(id=user.id, email=user.email, pid=os.getpid())
-
-
 @app.get("/conn")
 def conn_info() -> Any:
     """This worker's DB session id and TLS cipher ('' without TLS)."""
     conn_id = int(db.session.execute(text(SESSION_ID_SQL)).scalar() or 0)
     tls = str(db.session.execute(text(TLS_SQL)).scalar() or "")
-    hold = float(request.args.get("hold", "0") or 0)
-    if hold > 0:
-        time.sleep(min(hold, 1.0))
+    views.hold(1.0)
     return jsonify(pid=os.getpid(), conn_id=conn_id, tls=tls)
 
 

@@ -17,9 +17,9 @@ import os
 from typing import Any
 
 import sqlalchemy as sa
-from celery import Celery
 
 import forkguard
+from tests.integrations.apps.fg_app_parts import celery_worker_app
 
 if os.environ.get("FG_GUARD") == "1":
     forkguard.install()
@@ -38,25 +38,7 @@ MASTER_PID = os.getpid()
 TABLE = os.environ["FG_TABLE"]
 
 
-def make_app() -> Celery:
-    """The same configuration for the worker and for the test that sends the tasks."""
-    prefix = {"global_keyprefix": os.environ["FG_KEYPREFIX"]}
-    app = Celery("fg_celery_app", broker=os.environ["FG_BROKER"], backend=os.environ["FG_BROKER"])
-    app.conf.update(
-        task_default_queue=os.environ["FG_QUEUE"],
-        broker_transport_options=prefix,
-        result_backend_transport_options=prefix,
-        result_expires=300,
-        task_time_limit=3,  # a child stuck reading a shared socket is killed, not waited for
-        worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
-        worker_enable_remote_control=False,
-        broker_connection_retry_on_startup=True,
-    )
-    return app
-
-
-app = make_app()
+app = celery_worker_app("fg_celery_app")
 
 
 @app.task(name="fg_celery_app.write_and_read")

@@ -15,28 +15,15 @@ import os
 from typing import Any
 
 import sqlalchemy as sa
-from celery import Celery
 from celery.signals import worker_process_init
 
 import forkguard
+from tests.integrations.apps.fg_app_parts import ForkguardRecords, celery_worker_app
 
 SESSION_SQL = {"mysql": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}
 
 
-class Records(logging.Handler):
-    """forkguard's log records in this process (a pool process starts with a copy)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.seen: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.seen.append(
-            {"pid": os.getpid(), "level": record.levelname, "message": record.getMessage()}
-        )
-
-
-records = Records()
+records = ForkguardRecords()
 logging.getLogger("forkguard").addHandler(records)
 
 if os.environ.get("FG_GUARD") == "import":
@@ -65,21 +52,7 @@ def init_pool_process(**kwargs: Any) -> None:
         INSTALL_ERROR = f"{type(exc).__name__}: {exc}"
 
 
-prefix = {"global_keyprefix": os.environ["FG_KEYPREFIX"]}
-app = Celery(
-    "fg_placement_celery_app", broker=os.environ["FG_BROKER"], backend=os.environ["FG_BROKER"]
-)
-app.conf.update(
-    task_default_queue=os.environ["FG_QUEUE"],
-    broker_transport_options=prefix,
-    result_backend_transport_options=prefix,
-    result_expires=300,
-    task_time_limit=3,  # a child stuck reading a shared socket is killed, not waited for
-    worker_prefetch_multiplier=1,
-    worker_hijack_root_logger=False,
-    worker_enable_remote_control=False,
-    broker_connection_retry_on_startup=True,
-)
+app = celery_worker_app("fg_placement_celery_app")
 
 
 @app.task(name="fg_placement_celery_app.session")
@@ -96,5 +69,5 @@ def session() -> dict[str, Any]:
         "install_error": INSTALL_ERROR,
         "install_site": f"{__file__}:{INSTALL_LINE}",
         "stats": forkguard.stats() if guarded else None,
-        "log": [r for r in records.seen if r["pid"] == os.getpid()],
+        "log": records.mine(),
     }

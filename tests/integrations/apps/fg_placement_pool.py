@@ -34,26 +34,14 @@ from sqlalchemy.orm import Session
 
 import forkguard
 from tests.conftest import URLS, session_id_sql
+from tests.integrations.apps.fg_app_parts import ForkguardRecords
 
 DRIVER, TARGET, GUARD = sys.argv[1:4] if __name__ == "__main__" else ("pymysql", "engine", "none")
 PROCESSES = 2
 TASKS = 6
 
 
-class Records(logging.Handler):
-    """forkguard's log records, per process (a forked worker starts with a copy of the list)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.seen: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.seen.append(
-            {"pid": os.getpid(), "level": record.levelname, "message": record.getMessage()}
-        )
-
-
-records = Records()
+records = ForkguardRecords()
 logging.getLogger("forkguard").addHandler(records)
 logging.getLogger("forkguard").setLevel(logging.INFO)
 
@@ -94,7 +82,7 @@ def task(i: int) -> dict[str, Any]:
         "session": sid,
         "installed": forkguard.is_installed(),
         "stats": forkguard.stats() if GUARD != "none" else None,
-        "log": [r for r in records.seen if r["pid"] == os.getpid()],
+        "log": records.mine(),
     }
 
 
@@ -128,7 +116,7 @@ def main() -> dict[str, Any]:
     except Exception as exc:
         out["parent_session_after"] = None
         out["parent_error"] = f"{type(exc).__name__}: {exc}"
-    out["parent_log"] = [r for r in records.seen if r["pid"] == os.getpid()]
+    out["parent_log"] = records.mine()
     return out
 
 

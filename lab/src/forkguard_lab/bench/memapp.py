@@ -45,9 +45,10 @@ if GUARD == "forkguard":
 elif GUARD not in ("none", "dispose"):
     raise RuntimeError(f"FG_BENCH_GUARD={GUARD!r}: expected forkguard, dispose or none")
 
-from flask import Flask, jsonify, request  # noqa: E402 - forkguard.install() comes first
+from flask import Flask, jsonify  # noqa: E402 - forkguard.install() comes first
 from flask_sqlalchemy import SQLAlchemy  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+
+from forkguard_lab.views import add_user_routes, hold, user_model  # noqa: E402
 
 DB_URL = os.environ.get("FG_BENCH_DB_URL", "")
 TABLE = os.environ.get("FG_BENCH_TABLE", "fg_bench_users")
@@ -104,11 +105,12 @@ app.config["SQLALCHEMY_DATABASE_URI"] = DB_URL
 db = SQLAlchemy(app, session_options={"expire_on_commit": False})
 
 
-class User(db.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = TABLE
-    id = db.Column(db.Integer, primary_key=True)
-    email = db.Column(db.String(190), unique=True, nullable=False)
-    name = db.Column(db.String(100), nullable=False, default="")
+def _log_write_failure(where: str, exc: BaseException) -> None:
+    """The benchmark's log line for a failed save (its traceback goes to Flask's logger)."""
+    app.logger.exception("fg-bench: write failed")
+
+
+User = user_model(db, TABLE, _log_write_failure)
 
 
 # The reported app's import-time setup: an app context pushed and never popped, one query - whose
@@ -158,15 +160,9 @@ def _touch_working_set() -> None:
         total += row["id"]
 
 
-def _hold() -> None:
-    hold = float(request.args.get("hold", "0") or 0)
-    if hold > 0:
-        time.sleep(min(hold, 2.0))
-
-
 @app.get("/health")
 def health() -> Any:
-    _hold()
+    hold(2.0)
     return jsonify(
         pid=os.getpid(),
         rows=len(DATA),
@@ -181,38 +177,11 @@ def collect() -> Any:
     t0 = time.monotonic()
     found = gc.collect()
     took = time.monotonic() - t0
-    _hold()
+    hold(2.0)
     return jsonify(
         pid=os.getpid(), collected=found, seconds=took, freeze_count=gc.get_freeze_count()
     )
 
 
-@app.get("/echo")
-def echo() -> Any:
-    token = request.args.get("token", "")
-    got = db.session.execute(text("SELECT :token"), {"token": token}).scalar()
-    _hold()
-    return jsonify(token=got, pid=os.getpid())
-
-
-@app.get("/user")
-def read_user() -> Any:
-    email = request.args.get("email", "")
-    user = db.session.query(User).filter(User.email == email).scalar()
-    if user is None:
-        return jsonify(id=None, email=None, pid=os.getpid())
-    return jsonify(id=user.id, email=user.email, pid=os.getpid())
-
-
-@app.post("/user")
-def write_user() -> Any:
-    email = request.form.get("email", "")
-    user = User(email=email, name=email.split("@")[0][:100])
-    try:
-        db.session.add(user)
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        app.logger.exception("fg-bench: write failed")
-        return jsonify(error="save failed", pid=os.getpid()), 500
-    return jsonify(id=user.id, email=user.email, pid=os.getpid())
+# /echo, GET /user (db.session.query), POST /user (save(): commit, or roll back and log).
+add_user_routes(app, db, User, lookup="session", most_hold=2.0)
