@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
             "throwaway MariaDB/PostgreSQL servers unless --db is given."
         ),
     )
+    _add_cell_options(p)
+    _add_load_options(p)
+    _add_output_options(p)
+    return p
+
+
+def _add_cell_options(p: argparse.ArgumentParser) -> None:
+    """Which cells run (server x driver x strategy), against which database servers."""
     p.add_argument(
         "--quick",
         action="store_true",
@@ -109,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", help=f"comma list of {', '.join(SERVERS)}")
     p.add_argument("--drivers", help=f"comma list of {', '.join(DRIVERS)}")
     p.add_argument("--strategies", help=f"comma list of {', '.join(STRATEGIES)}")
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    """How each cell runs: how many requests, how hard, for how long, which app style."""
     p.add_argument("--requests", type=int, help="requests per cell (default 400; quick 300)")
     p.add_argument(
         "--max-requests",
@@ -130,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fsa2 (default, as in the bug report: app context pushed at import, session "
         "holds its connection) or fsa3 (with app.app_context(): connection pooled)",
     )
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """Where the results go: the output directory, JSON, logs and the generated pages."""
     p.add_argument("--out", default="lab-results", help="output directory (default ./lab-results)")
     p.add_argument(
         "--json", action="store_true", help="print the JSON document on stdout instead of the table"
@@ -153,7 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run nothing: write --docs / --readme (and print the text) from a stored lab.json",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log the harness's steps")
-    return p
 
 
 def _targets_from_urls(urls: Sequence[str]) -> dict[str, Target]:

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Optional
 
 from . import DRIVERS
-from .harness.load import run_load
+from .harness.load import LoadRun, run_load
 from .harness.logscan import scan
+from .harness.prefork import AppServer
 from .harness.procfs import pss_kb
 from .harness.servers import admin_execute
 from .memory import PssSampler, answer_spans, probe_workers, settled_pss, settled_samples
@@ -151,13 +152,7 @@ def run_cell(
 ) -> CellResult:
     """Run one cell; never raises for a failure of the system under test (it is recorded)."""
     t0 = time.monotonic()
-    res = CellResult(
-        server=server,
-        driver=driver,
-        strategy=strategy,
-        requests_asked=requests,
-        time_cap_s=time_cap,
-    )
+    res = CellResult(server, driver, strategy, requests_asked=requests, time_cap_s=time_cap)
     dbname = f"fg_lab_{os.getpid()}_{index}"
     url = target.url(DRIVERS[driver][1], dbname)
     celldir = os.path.join(workdir, f"{index:02d}-{server}-{driver}-{strategy}")
@@ -181,41 +176,13 @@ def run_cell(
                 seed=index,
                 progress=progress,
             )
-        res.requests, res.ok, res.http_errors = load.requests, load.ok, load.http_errors
-        res.status_counts = dict(load.status_counts)
-        res.echo_mismatches, res.read_mismatches = load.echo_mismatches, load.read_mismatches
-        res.acknowledged_writes = len(load.acknowledged)
-        res.throughput_rps = round(load.throughput, 1)
-        res.worker_pids_seen = len(load.pids_seen)
-        res.load_seconds = round(load.elapsed, 2)
-        res.timed_out = load.timed_out
-        res.cut_off = load.cut_off
+        _record_load(res, load)
         spans = answer_spans((r.pid, r.t0, r.t1) for r in load.reqs)
         _read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
-        load_log = app_server.read_log()
-        kinds = scan(load_log)
-        respawn, res.respawn_status = app_server.measure_recovery(timeout=respawn_timeout)
-        res.respawn_s = None if respawn is None else round(respawn, 3)
-        res.respawn_db_errors = sum(scan(app_server.read_log()[len(load_log) :]).values())
-        # Checked after the respawn probe: a master that halts (gunicorn, when workers fail
-        # to boot) takes a moment to exit after its socket is closed.
-        deadline = time.monotonic() + 5.0
-        while not app_server.worker_pids() and app_server.exited() is None:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)  # no workers left: the master is halting, or respawning
-        status = app_server.exited()
-        if status is not None:
-            kinds[f"server exited (status {status})"] += 1
-        res.db_error_kinds = dict(kinds.most_common())
-        res.db_errors = sum(kinds.values())
+        _read_errors_and_respawn(res, app_server, respawn_timeout)
         app_server.stop()
         app_server = None
-        rows = target.execute("SELECT id, email FROM fg_lab_users", database=dbname)
-        stored = {(int(r[0]), str(r[1])) for r in rows}
-        stored_emails = {email for _, email in stored}
-        res.lost_writes = sum(1 for pair in load.acknowledged if pair not in stored)
-        res.failed_but_committed = sum(1 for e in load.failed_writes if e in stored_emails)
+        _check_writes(res, load, target, dbname)
     except Exception as exc:
         log.exception("cell %s/%s/%s failed in the harness", server, driver, strategy)
         res.error = f"{type(exc).__name__}: {exc}"[:500]
@@ -225,6 +192,51 @@ def run_cell(
         _drop(target, dbname)
         res.cell_seconds = round(time.monotonic() - t0, 2)
     return res
+
+
+def _record_load(res: CellResult, load: LoadRun) -> None:
+    """What the HTTP load itself saw: answers, errors, mismatched replies, pace."""
+    res.requests, res.ok, res.http_errors = load.requests, load.ok, load.http_errors
+    res.status_counts = dict(load.status_counts)
+    res.echo_mismatches, res.read_mismatches = load.echo_mismatches, load.read_mismatches
+    res.acknowledged_writes = len(load.acknowledged)
+    res.throughput_rps = round(load.throughput, 1)
+    res.worker_pids_seen = len(load.pids_seen)
+    res.load_seconds = round(load.elapsed, 2)
+    res.timed_out = load.timed_out
+    res.cut_off = load.cut_off
+
+
+def _read_errors_and_respawn(res: CellResult, app_server: AppServer, timeout: float) -> None:
+    """DB error kinds from the server's log during the load, then the respawn probe and the
+    errors it caused, then whether the server itself exited."""
+    load_log = app_server.read_log()
+    kinds = scan(load_log)
+    respawn, res.respawn_status = app_server.measure_recovery(timeout=timeout)
+    res.respawn_s = None if respawn is None else round(respawn, 3)
+    res.respawn_db_errors = sum(scan(app_server.read_log()[len(load_log) :]).values())
+    # Checked after the respawn probe: a master that halts (gunicorn, when workers fail
+    # to boot) takes a moment to exit after its socket is closed.
+    deadline = time.monotonic() + 5.0
+    while not app_server.worker_pids() and app_server.exited() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # no workers left: the master is halting, or respawning
+    status = app_server.exited()
+    if status is not None:
+        kinds[f"server exited (status {status})"] += 1
+    res.db_error_kinds = dict(kinds.most_common())
+    res.db_errors = sum(kinds.values())
+
+
+def _check_writes(res: CellResult, load: LoadRun, target: Target, dbname: str) -> None:
+    """The table against the replies (server stopped): acknowledged writes that are missing,
+    and writes answered as failed that committed anyway."""
+    rows = target.execute("SELECT id, email FROM fg_lab_users", database=dbname)
+    stored = {(int(r[0]), str(r[1])) for r in rows}
+    stored_emails = {email for _, email in stored}
+    res.lost_writes = sum(1 for pair in load.acknowledged if pair not in stored)
+    res.failed_but_committed = sum(1 for e in load.failed_writes if e in stored_emails)
 
 
 def _read_memory(res: CellResult, app_server: Any, during_load: list[dict[int, int]]) -> None:

@@ -297,7 +297,19 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
         log.warning("no chart: matplotlib is not installed (%s)", exc)
         return None
     strategies = [s for s in STRATEGIES if any(c.strategy == s for c in cells)]
-    servers = sorted({c.server for c in cells}, key=lambda s: (s != "uwsgi", s))
+    fig, (ax1, ax2) = plt.subplots(
+        2, 1, figsize=(max(8.0, 1.6 * len(strategies) + 2), 8.5), constrained_layout=True
+    )
+    _draw_symptoms(ax1, cells, strategies, title)
+    _draw_memory(ax2, cells, strategies)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _draw_symptoms(ax: Any, cells: list[CellResult], strategies: list[str], title: str) -> None:
+    """Top chart: every symptom summed per strategy, on a symlog scale (0 is the only good
+    answer, and a clean strategy says so in words rather than with empty space)."""
     xs = list(range(len(strategies)))
 
     def total(strategy: str, attr: str) -> int:
@@ -309,13 +321,10 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
         ("wrong answers", "leaks", "#9467bd"),
         ("lost writes", "lost_writes", "#8c564b"),
     )
-    fig, (ax1, ax2) = plt.subplots(
-        2, 1, figsize=(max(8.0, 1.6 * len(strategies) + 2), 8.5), constrained_layout=True
-    )
     width = 0.8 / len(series)
     for k, (name, attr, color) in enumerate(series):
         offs = (k - (len(series) - 1) / 2) * width
-        ax1.bar(
+        ax.bar(
             [x + offs for x in xs],
             [total(s, attr) for s in strategies],
             width,
@@ -325,7 +334,7 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
     for x, strategy in zip(xs, strategies):
         group = [c for c in cells if c.strategy == strategy]
         if all(c.clean for c in group):
-            ax1.text(
+            ax.text(
                 x,
                 0.5,
                 f"0 errors\n({len(group)} cells)",
@@ -335,14 +344,21 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
                 color="#2ca02c",
                 fontweight="bold",
             )
-    ax1.set_yscale("symlog", linthresh=1)
+    ax.set_yscale("symlog", linthresh=1)
     peak = max([total(s, attr) for s in strategies for _, attr, _ in series] + [0])
-    ax1.set_ylim(0, max(10, peak * 3))  # explicit: an all-zero chart has no data limits
-    ax1.set_ylabel("count, all cells (symlog)")
-    ax1.set_xticks(xs)
-    ax1.set_xticklabels([_tick_label(s, cells) for s in strategies], fontsize=8)
-    ax1.legend(loc="upper right", fontsize=8)
-    ax1.set_title(title or "forkguard lab: symptoms by strategy (0 is the only good answer)")
+    ax.set_ylim(0, max(10, peak * 3))  # explicit: an all-zero chart has no data limits
+    ax.set_ylabel("count, all cells (symlog)")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([_tick_label(s, cells) for s in strategies], fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "forkguard lab: symptoms by strategy (0 is the only good answer)")
+
+
+def _draw_memory(ax: Any, cells: list[CellResult], strategies: list[str]) -> None:
+    """Bottom chart: the workers' total PSS per strategy and server, mean over drivers; a
+    strategy with no measured cell says "not measured" instead of drawing a zero."""
+    servers = sorted({c.server for c in cells}, key=lambda s: (s != "uwsgi", s))
+    xs = list(range(len(strategies)))
     bw = 0.8 / max(1, len(servers))
     for k, server in enumerate(servers):
         means = []
@@ -354,20 +370,17 @@ def write_png(path: str, cells: list[CellResult], title: str = "") -> Optional[s
             ]
             means.append(sum(vals) / len(vals) if vals else 0.0)
         offs = (k - (len(servers) - 1) / 2) * bw
-        ax2.bar([x + offs for x in xs], means, bw, label=server)
+        ax.bar([x + offs for x in xs], means, bw, label=server)
         for x, mean in zip(xs, means):
-            if not mean:  # no measured cell: say so instead of drawing a zero
-                ax2.text(x + offs, 0, "not\nmeasured", ha="center", va="bottom", fontsize=7)
-    ax2.set_xticks(xs)
-    ax2.set_xticklabels([_CHART_LABELS.get(s, s) for s in strategies], fontsize=8)
-    ax2.set_ylabel("total PSS of 4 workers (MB)")
-    ax2.set_title(
+            if not mean:
+                ax.text(x + offs, 0, "not\nmeasured", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([_CHART_LABELS.get(s, s) for s in strategies], fontsize=8)
+    ax.set_ylabel("total PSS of 4 workers (MB)")
+    ax.set_title(
         "worker memory once every worker had loaded the app, mean over drivers (lower is better)"
     )
-    ax2.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.legend(fontsize=8)
 
 
 def _tick_label(strategy: str, cells: list[CellResult]) -> str:

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 log = logging.getLogger("forkguard_lab")
 
@@ -297,6 +297,21 @@ def _init_datadir(what: str, argv: list[str], **kwargs: Any) -> None:
 
 
 @contextlib.contextmanager
+def _serving(base: str, make: Callable[[], DBServer]) -> Iterator[DBServer]:
+    """Make the server in ``base`` (its data directory initialized), run it while the caller
+    needs it, then stop it and delete ``base`` - whatever failed on the way."""
+    try:
+        server = make()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def private_mariadb(
     extra_args: Sequence[str] = (), *, port: Optional[int] = None
 ) -> Iterator[DBServer]:
@@ -307,53 +322,53 @@ def private_mariadb(
     bins = mariadb_binaries()
     if bins is None:
         raise ServerUnavailable(missing_binaries_message(["mysql"]) or "MariaDB missing")
-    install_db, mariadbd = bins
     base = _make_tmpdir("fg-lab-mariadb-", None)
+    with _serving(base, lambda: _mariadb_server(bins, base, extra_args, port)) as server:
+        yield server
+
+
+def _mariadb_server(
+    bins: tuple[str, str], base: str, extra_args: Sequence[str], port: Optional[int]
+) -> DBServer:
+    """Initialize a MariaDB data directory in ``base``; the server to run on it (not started)."""
+    install_db, mariadbd = bins
     datadir = os.path.join(base, "data")
     user_args = ["--user=root"] if os.geteuid() == 0 else []
-    try:
-        _init_datadir(
-            "mariadb-install-db",
-            [
-                install_db,
-                "--no-defaults",
-                f"--datadir={datadir}",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                *user_args,
-            ],
-        )
-        port = port or free_port()
-        server = DBServer(
-            kind="mysql",
-            port=port,
-            basedir=base,
-            log_path=os.path.join(base, "server.log"),
-            argv=[
-                mariadbd,
-                "--no-defaults",
-                f"--datadir={datadir}",
-                f"--socket={os.path.join(base, 'mysqld.sock')}",
-                f"--pid-file={os.path.join(base, 'mysqld.pid')}",
-                f"--port={port}",
-                "--bind-address=127.0.0.1",
-                "--skip-name-resolve",
-                "--skip-log-bin",
-                "--max-connections=1000",
-                "--innodb-buffer-pool-size=64M",
-                "--innodb-flush-log-at-trx-commit=0",
-                "--skip-innodb-doublewrite",
-                *user_args,
-                *extra_args,
-            ],
-        )
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    _init_datadir(
+        "mariadb-install-db",
+        [
+            install_db,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            *user_args,
+        ],
+    )
+    port = port or free_port()
+    return DBServer(
+        kind="mysql",
+        port=port,
+        basedir=base,
+        log_path=os.path.join(base, "server.log"),
+        argv=[
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={os.path.join(base, 'mysqld.sock')}",
+            f"--pid-file={os.path.join(base, 'mysqld.pid')}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--max-connections=1000",
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--skip-innodb-doublewrite",
+            *user_args,
+            *extra_args,
+        ],
+    )
 
 
 @contextlib.contextmanager
@@ -368,74 +383,76 @@ def private_postgres(
     bindir = postgres_bindir()
     if bindir is None:
         raise ServerUnavailable(missing_binaries_message(["postgresql"]) or "PostgreSQL missing")
-    run_as: Optional[str] = None
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError as exc:
-            raise ServerUnavailable(
-                "running as root and there is no 'postgres' system user to run PostgreSQL as "
-                "(PostgreSQL refuses root): create one with `useradd -r postgres`"
-            ) from exc
-        run_as = "postgres"
+    run_as = _postgres_user()
     base = _make_tmpdir("fg-lab-postgres-", run_as)
-    datadir = os.path.join(base, "data")
+    with _serving(base, lambda: _postgres_server(bindir, base, run_as, extra_args, port)) as server:
+        yield server
+
+
+def _postgres_user() -> Optional[str]:
+    """The system user to run PostgreSQL as: ``postgres`` when we are root, else ourselves."""
+    if os.geteuid() != 0:
+        return None
     try:
-        _init_datadir(
-            "initdb",
-            [
-                os.path.join(bindir, "initdb"),
-                "-D",
-                datadir,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-            cwd=base,
-            **_run_as(run_as),
-        )
-        port = port or free_port()
-        server = DBServer(
-            kind="postgresql",
-            port=port,
-            basedir=base,
-            user=run_as,
-            log_path=os.path.join(base, "server.log"),
-            argv=[
-                os.path.join(bindir, "postgres"),
-                "-D",
-                datadir,
-                "-k",
-                base,
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=500",
-                "-c",
-                "shared_buffers=32MB",
-                *extra_args,
-            ],
-        )
-        # The log file is opened by us (root) and handed over as stdout: no chown needed.
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise ServerUnavailable(
+            "running as root and there is no 'postgres' system user to run PostgreSQL as "
+            "(PostgreSQL refuses root): create one with `useradd -r postgres`"
+        ) from exc
+    return "postgres"
+
+
+def _postgres_server(
+    bindir: str,
+    base: str,
+    run_as: Optional[str],
+    extra_args: Sequence[str],
+    port: Optional[int],
+) -> DBServer:
+    """Initialize a PostgreSQL cluster in ``base``; the server to run on it (not started).
+
+    The log file is opened by us (root) and handed over as stdout: no chown needed.
+    """
+    datadir = os.path.join(base, "data")
+    _init_datadir(
+        "initdb",
+        [
+            os.path.join(bindir, "initdb"),
+            "-D",
+            datadir,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        cwd=base,
+        **_run_as(run_as),
+    )
+    port = port or free_port()
+    settings = {
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "500",
+        "shared_buffers": "32MB",
+    }
+    return DBServer(
+        kind="postgresql",
+        port=port,
+        basedir=base,
+        user=run_as,
+        log_path=os.path.join(base, "server.log"),
+        argv=[
+            os.path.join(bindir, "postgres"),
+            *("-D", datadir, "-k", base, "-p", str(port), "-h", "127.0.0.1"),
+            *[arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")],
+            *extra_args,
+        ],
+    )
 
 
 @contextlib.contextmanager
