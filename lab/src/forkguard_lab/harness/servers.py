@@ -84,15 +84,18 @@ def postgres_bindir() -> Optional[str]:
 def missing_binaries_message(kinds: Sequence[str]) -> Optional[str]:
     """A message naming exactly what to install, or None when every needed server exists."""
     missing: list[str] = []
+    absent: list[str] = []
     if "mysql" in kinds and mariadb_binaries() is None:
         missing.append(MARIADB_PACKAGES)
+        absent.append("mysql")
     if "postgresql" in kinds and postgres_bindir() is None:
         missing.append(POSTGRES_PACKAGES)
+        absent.append("postgresql")
     if not missing:
         return None
     return (
         "forkguard lab: no database server binaries found for "
-        + ", ".join(k for k in kinds if k)
+        + ", ".join(absent)
         + ".\nThe lab starts its own private, throwaway servers. Install them with:\n"
         + f"    sudo apt-get install -y {' '.join(missing)}\n"
         + "(nothing needs to run: the lab never uses a server it did not start),\n"
