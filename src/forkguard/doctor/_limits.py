@@ -4,15 +4,11 @@ and whether a pooler sits in front of it (:mod:`._poolers`)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
 
 from ._connections import server_key_from_url
-from ._poolers import Address, address_from_call, address_from_url, recognise
+from ._poolers import Address, address_from_call, address_from_url, close_quietly, recognise
 from ._recorders import ConnRecord
-
-log = logging.getLogger("forkguard.doctor")
-
 
 # The server's variables the budget needs: MySQL / MariaDB accept max_connections + 1 clients,
 # the extra one kept for an account with SUPER / CONNECTION_ADMIN ("mysqld actually permits
@@ -96,10 +92,7 @@ def _ask_server(family: str, opener: Callable[[], Any]) -> dict[str, Any]:
     except Exception as exc:
         return {"error": f"could not read its limits: {type(exc).__name__}: {exc}"}
     finally:
-        try:
-            conn.close()
-        except Exception:
-            log.debug("forkguard doctor: closing the limits connection failed", exc_info=True)
+        close_quietly(conn, "the limits connection")
 
 
 def _ask_engine(family: str, engine: Any) -> dict[str, Any]:
