@@ -155,7 +155,9 @@ def test_bad_host_counts_give_one_clear_line(value: str, message: str) -> None:
 
 @pytest.fixture(scope="module")
 def pgbouncer() -> Iterator[PgBouncer]:
-    with private_pgbouncer(max_client_conn=50, default_pool_size=7, reserve_pool_size=2) as pgb:
+    with private_pgbouncer(
+        5432, max_client_conn=50, default_pool_size=7, reserve_pool_size=2
+    ) as pgb:
         yield pgb
 
 

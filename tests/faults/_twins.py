@@ -78,6 +78,20 @@ def serve_and_load(
         return Round(load, srv.read_log(), db_error_kinds(srv), master)
 
 
+def leaked_or_spent(load: LoadRun, after_error: float = 1.0) -> bool:
+    """For a round that looks for a cross-process leak: it showed one, or the shared
+    connection is spent - ``after_error`` seconds have passed since the first failed request.
+
+    Once a worker fails on the inherited connection the session on it is soon torn down for
+    every worker (each then opens its own), so the rest of the round cannot leak any more; a
+    fresh server is the next chance, and ending the round there buys more rounds.
+    """
+    if load.mismatches:
+        return True
+    failed = [r.t1 for r in load.reqs if r.status != 200]
+    return bool(failed) and time.monotonic() - min(failed) > after_error
+
+
 def merged(rounds: list[Round]) -> tuple[LoadRun, Counter[str], str]:
     """All rounds' requests, error kinds and logs as one."""
     load = LoadRun()

@@ -36,7 +36,7 @@ from ._harness import (
 )
 from ._inject import after_kills, churn_under_load, kills_under_load, restart_under_load
 from ._recovery import IDLE_TIMEOUT, set_idle_timeout
-from ._twins import Round, merged, repeat_until, serve_and_load
+from ._twins import Round, leaked_or_spent, merged, repeat_until, serve_and_load
 from .conftest import Recorder
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -383,6 +383,12 @@ def _ssl_messages(log_text: str) -> list[str]:
 
 # --- 6. cross-process data leak: echo, 64 clients, 10,000 requests ---------------------------
 
+# A round shows a leak only sometimes (on MariaDB/PyMySQL about one in two or three; CI once
+# saw none in 6 rounds), and each round ends soon after its first error (``leaked_or_spent``),
+# so the unprotected twin affords many short rounds.
+ECHO_TWIN_ROUNDS = 30
+ECHO_TWIN_TIME_CAP = 120.0
+
 
 @pytest.mark.parametrize("guard", ["on", "off"], ids=["forkguard", "unprotected"])
 @pytest.mark.parametrize(("kind", "backend"), PAIRS, ids=PAIR_IDS)
@@ -396,7 +402,7 @@ def test_echo_leak(
 ) -> None:
     """Every echo must come back with the client's own token: 0 mismatches in 10,000 requests
     with forkguard; without it, mismatches (another request's data), in rounds of a fresh server
-    and 64 clients, each stopped at its first mismatch."""
+    and 64 clients, each stopped at its first mismatch or 1 s after its first error."""
     _, url = fresh_database(db_server(request, backend), DRIVER[backend])
     protected = guard == "on"
     total = 10_000 if protected else 1_280
@@ -407,11 +413,11 @@ def test_echo_leak(
             kind, url, str(tmp_path / f"round{n}"), guard=guard,
             load_kwargs=dict(total=total, concurrency=64, ops=("echo",),
                              time_cap=90 if protected else 12, request_timeout=6),
-            stop_when=None if protected else (lambda load: load.mismatches > 0),
+            stop_when=None if protected else leaked_or_spent,
         )  # fmt: skip
 
     rounds = repeat_until(one_round, lambda r: protected or r.load.mismatches > 0,
-                          rounds=TWIN_ROUNDS, time_cap=TWIN_TIME_CAP)  # fmt: skip
+                          rounds=ECHO_TWIN_ROUNDS, time_cap=ECHO_TWIN_TIME_CAP)  # fmt: skip
     load, kinds, _ = merged(rounds)
     failed = load.failed
     leaky = sum(r.load.mismatches > 0 for r in rounds)
@@ -432,7 +438,7 @@ def test_echo_leak(
             else (f"reproduced: {load.mismatches} leaks" if load.mismatches
                   else "FAIL: not reproduced"),
             notes="" if protected else f"{leaky} of {len(rounds)} rounds showed a mismatch; "
-            "each unprotected round stops at its first one",
+            "each unprotected round stops at its first one, or 1 s after its first error",
         )
     )  # fmt: skip
     if protected:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from forkguard_lab.cli import main as lab_main
+from forkguard_lab.harness.pooler import pgbouncer_binary
 from forkguard_lab.harness.servers import missing_binaries_message
 
-# The cells the lab's three claims need (forkguard clean everywhere; the reported bug
+# The cells the lab's claims need (forkguard clean everywhere; the reported bug
 # reproduced; forkguard's workers smaller than lazy loading's), as three small lab runs: each
 # run is a cross product, so they are grouped to avoid running cells nobody asserts on. Cells
 # stop after --requests (about 2.5 minutes in all on an idle 2-CPU box); the budgets are only
@@ -31,6 +32,13 @@ RUNS = {
         "--requests", "200",
         "--budget", "90",
     ],
+    "pooler": [
+        "--servers", "uwsgi",
+        "--drivers", "psycopg2/pgbouncer-session,psycopg2/pgbouncer-transaction",
+        "--strategies", "none,forkguard",
+        "--requests", "150",
+        "--budget", "120",
+    ],
     "memory": [
         "--servers", "uwsgi,gunicorn",
         "--drivers", "pymysql",
@@ -47,6 +55,8 @@ def lab_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     missing = missing_binaries_message(["mysql", "postgresql"])
     if missing:
         pytest.skip(missing)
+    if pgbouncer_binary() is None:
+        pytest.skip("pgbouncer is not installed: run scripts/system-deps.sh")
     out: dict[str, dict[str, Any]] = {}
     for name, argv in RUNS.items():
         outdir = tmp_path_factory.mktemp(f"lab-{name}")

@@ -65,6 +65,25 @@ def test_none_and_dispose_reproduce_the_reported_bug_under_uwsgi(
         assert cell["db_errors"] > 0, f"{_where(cell)}: no DB error in the server log"
 
 
+def test_through_pgbouncer_forkguard_is_clean_and_no_fix_breaks(
+    lab_runs: dict[str, dict[str, Any]],
+) -> None:
+    """A private PgBouncer (session and transaction pooling) in front of the private
+    PostgreSQL: the workers' inherited socket now leads to the pooler, and the same failures
+    follow without a fix; forkguard's cells stay clean."""
+    cells = _cells(lab_runs, "pooler")
+    by = {(c["driver"], c["strategy"]): c for c in cells}
+    for mode in ("session", "transaction"):
+        ours, bare = (
+            by[(f"psycopg2/pgbouncer-{mode}", "forkguard")],
+            by[(f"psycopg2/pgbouncer-{mode}", "none")],
+        )
+        assert ours["requests"] >= 50 and ours["clean"], _where(ours) + f": {ours}"
+        assert ours["worker_pids_seen"] > 4, f"{_where(ours)}: workers were never recycled"
+        assert bare["http_errors"] > 0 and bare["db_errors"] > 0, f"{_where(bare)}: {bare}"
+    assert lab_runs["pooler"]["rc"] == 0
+
+
 def test_forkguard_workers_use_less_memory_than_lazy_loading(
     lab_runs: dict[str, dict[str, Any]],
 ) -> None:

@@ -37,8 +37,18 @@ DRIVERS = {
     "mysqlclient": ("mysql", "mysqldb"),
     "psycopg2": ("postgresql", "psycopg2"),
     "psycopg": ("postgresql", "psycopg"),
+    # psycopg2 through a private PgBouncer in front of the private PostgreSQL, as a fleet
+    # that outgrew one machine runs it: the workers still share their inherited socket, only
+    # now it leads to the pooler.
+    "psycopg2/pgbouncer-session": ("postgresql", "psycopg2"),
+    "psycopg2/pgbouncer-transaction": ("postgresql", "psycopg2"),
+}
+# The drivers above that go through PgBouncer, and its pool_mode.
+POOLED_DRIVERS = {
+    "psycopg2/pgbouncer-session": "session",
+    "psycopg2/pgbouncer-transaction": "transaction",
 }
 # One line per failed request or hook, written by the app and counted by logscan.
 ERROR_MARKER = "FGLAB-ERROR"
 
-__all__ = ["DRIVERS", "ERROR_MARKER", "STRATEGIES", "STRATEGY_LABELS"]
+__all__ = ["DRIVERS", "ERROR_MARKER", "POOLED_DRIVERS", "STRATEGIES", "STRATEGY_LABELS"]

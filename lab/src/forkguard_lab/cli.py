@@ -8,27 +8,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import logging
 import os
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from . import DRIVERS, STRATEGIES
-from .harness.provenance import checkout_commit
-from .harness.servers import ServerUnavailable, missing_binaries_message, private_server
+from . import DRIVERS, POOLED_DRIVERS, STRATEGIES
+from .harness.servers import ServerUnavailable, missing_binaries_message
 from .labdocs import END as LAB_END
 from .labdocs import START as LAB_START
 from .labdocs import cells_of, write_docs
 from .matrix import CellResult, Target, run_cell
+from .options import UsageError, csv_list, targets_from_urls
 from .report import Progress, ensure_dir, render, write_json, write_png
 from .runners import SERVERS
+from .schedule import cell_workdir, database_targets, pooled_targets, run_budgeted, run_facts
 
 HELP = "reproduce the fork bug under uWSGI/gunicorn; compare every fix"
 
@@ -60,23 +59,6 @@ FULL = Preset(
     requests=400,
     budget=420.0,
 )
-# Seconds a cell spends outside the load (start, settle, respawn, stop) on a loaded machine;
-# the budget then corrects itself: later cells get what earlier ones left.
-_CELL_OVERHEAD = 5.0
-
-
-class UsageError(Exception):
-    pass
-
-
-def _csv(value: str, allowed: Sequence[str], what: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise UsageError(f"--{what}: empty list")
-    bad = [v for v in items if v not in allowed]
-    if bad:
-        raise UsageError(f"--{what}: unknown {', '.join(bad)} (choose from {', '.join(allowed)})")
-    return items
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +76,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cell_options(p)
     _add_load_options(p)
     _add_output_options(p)
+    _add_app_options(p)
     return p
+
+
+def _add_app_options(p: argparse.ArgumentParser) -> None:
+    """``--app``: the user's own app instead of the lab's (see :mod:`.userapp`)."""
+    g = p.add_argument_group(
+        "your own app",
+        "Run your WSGI app instead of the lab's: uwsgi and gunicorn, each with strategies "
+        "none (preloaded as deployed), forkguard (forkguard.install() first in the WSGI "
+        "module) and lazy (the control). Example: forkguard lab --app myproject.wsgi --url "
+        "/ --url /items --env DATABASE_URL={postgresql} --setup 'python manage.py migrate'",
+    )
+    g.add_argument(
+        "--app",
+        metavar="TARGET",
+        help="package.module:app, a Django project's wsgi module (package.wsgi), a uWSGI "
+        ".ini or a gunicorn config .py (its module, chdir and env are used)",
+    )
+    g.add_argument("--chdir", metavar="DIR", help="the app's directory (default: here)")
+    g.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="[METHOD] PATH",
+        help="a URL path to load, GET unless a method is given (repeat for more)",
+    )
+    g.add_argument("--urls", metavar="FILE", help="URL paths, one per line ([METHOD] PATH)")
+    g.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for the app; {mysql} / {postgresql} (or {postgresql+psycopg2}, "
+        "{postgresql.port}, ...) is a fresh database per cell on a private server (or --db)",
+    )
+    g.add_argument(
+        "--setup",
+        metavar="CMD",
+        help="shell command run in the app's directory before each cell's server starts, "
+        "with the cell's environment (migrations, fixtures)",
+    )
 
 
 def _add_cell_options(p: argparse.ArgumentParser) -> None:
@@ -171,35 +194,6 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log the harness's steps")
 
 
-def _targets_from_urls(urls: Sequence[str]) -> dict[str, Target]:
-    from sqlalchemy.engine import make_url
-
-    out: dict[str, Target] = {}
-    for raw in urls:
-        try:
-            url = make_url(raw)
-        except Exception as exc:
-            raise UsageError(f"--db {raw!r}: not a database URL ({exc})") from exc
-        backend = url.get_backend_name()
-        if backend in ("mariadb",):
-            backend = "mysql"
-        if backend not in ("mysql", "postgresql"):
-            raise UsageError(f"--db {raw!r}: only mysql:// and postgresql:// URLs are supported")
-        if url.host not in (None, "127.0.0.1", "localhost", "::1"):
-            raise UsageError(f"--db {raw!r}: the lab only talks to servers on 127.0.0.1")
-        if backend in out:
-            raise UsageError(f"--db: two URLs for {backend}")
-        out[backend] = Target(
-            kind=backend,
-            host="127.0.0.1",
-            port=url.port or (3306 if backend == "mysql" else 5432),
-            user=url.username or ("root" if backend == "mysql" else "postgres"),
-            password=url.password if isinstance(url.password, str) else None,
-            private=False,
-        )
-    return out
-
-
 def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -226,10 +220,12 @@ class Plan:
 
 def _plan(args: argparse.Namespace) -> Plan:
     base = QUICK if args.quick else FULL
-    servers = _csv(args.servers, SERVERS, "servers") if args.servers else list(base.servers)
-    drivers = _csv(args.drivers, list(DRIVERS), "drivers") if args.drivers else list(base.drivers)
+    servers = csv_list(args.servers, SERVERS, "servers") if args.servers else list(base.servers)
+    drivers = (
+        csv_list(args.drivers, list(DRIVERS), "drivers") if args.drivers else list(base.drivers)
+    )
     strategies = (
-        _csv(args.strategies, STRATEGIES, "strategies")
+        csv_list(args.strategies, STRATEGIES, "strategies")
         if args.strategies
         else list(base.strategies)
     )
@@ -238,7 +234,7 @@ def _plan(args: argparse.Namespace) -> Plan:
     if requests < 1 or args.max_requests < 1 or args.concurrency < 1 or budget <= 0:
         raise UsageError("--requests, --max-requests, --concurrency and --budget must be > 0")
     _check_pages(args)
-    return Plan(servers, drivers, strategies, requests, budget, _targets_from_urls(args.db))
+    return Plan(servers, drivers, strategies, requests, budget, targets_from_urls(args.db))
 
 
 def _check_pages(args: argparse.Namespace) -> None:
@@ -259,55 +255,37 @@ def _run_cells(
     plan: Plan, args: argparse.Namespace, out_dir: str, progress: Progress
 ) -> list[CellResult]:
     """Every cell of the plan, each load capped to its share of what is left of the budget."""
-    t_start = time.monotonic()
-    results: list[CellResult] = []
-    overheads: list[float] = []  # seconds each cell spent outside its load: start, stop, ...
-    cells = plan.cells
     with contextlib.ExitStack() as stack:
-        targets = dict(plan.given)
-        for backend in (b for b in plan.backends if b not in plan.given):
-            progress.cell(f"starting a private {backend} server")
-            srv = stack.enter_context(private_server(backend))
-            targets[backend] = Target(
-                kind=backend, host="127.0.0.1", port=srv.port, user=srv.admin_user
-            )
-        if args.keep_logs:
-            workdir = ensure_dir(os.path.join(out_dir, "logs"))
-        else:
-            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fg-lab-"))
-        for n, (server, driver, strategy) in enumerate(cells):
-            share = (plan.budget - (time.monotonic() - t_start)) / (len(cells) - n)
-            overhead = sum(overheads) / len(overheads) if overheads else _CELL_OVERHEAD
-            progress.cell(f"cell {n + 1}/{len(cells)}: {server} / {driver} / {strategy}")
-            done_before = progress.done
-            res = run_cell(
+        targets = database_targets(stack, plan.backends, plan.given, progress)
+        modes = sorted({POOLED_DRIVERS[d] for d in plan.drivers if d in POOLED_DRIVERS})
+        pooled = pooled_targets(stack, targets["postgresql"], modes, progress) if modes else {}
+        workdir = cell_workdir(stack, args.keep_logs, out_dir)
+        cells = plan.cells
+
+        def target(driver: str) -> Target:
+            mode = POOLED_DRIVERS.get(driver)
+            return pooled[mode] if mode else targets[DRIVERS[driver][0]]
+
+        def run_one(n: int, time_cap: float) -> CellResult:
+            server, driver, strategy = cells[n]
+            return run_cell(
                 server,
                 driver,
                 strategy,
-                targets[DRIVERS[driver][0]],
+                target(driver),
                 index=n,
                 workdir=workdir,
                 requests=plan.requests,
                 max_requests=args.max_requests,
                 concurrency=args.concurrency,
-                time_cap=round(max(2.0, min(30.0, share - overhead)), 1),
+                time_cap=time_cap,
                 style=args.style,
                 respawn_timeout=5.0,
                 progress=progress.advance,
             )
-            progress.set_done(done_before + plan.requests)
-            results.append(res)
-            overheads.append(max(0.0, res.cell_seconds - res.load_seconds))
-    return results
 
-
-def _start_facts() -> dict[str, Any]:
-    """Taken before the first cell: the code and the machine as the run found them."""
-    return {
-        "commit": checkout_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "load_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+        labels = [" / ".join(cell) for cell in cells]
+        return run_budgeted(labels, plan.budget, plan.requests, progress, run_one)
 
 
 def _meta(
@@ -366,6 +344,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if args.app:
+        from .userapp.run import main as run_app
+
+        return _interruptible(lambda: run_app(args, arglist))
     try:
         if args.from_json:
             _check_pages(args)
@@ -378,27 +360,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if missing:
         print(missing, file=sys.stderr)
         return 3
-    return _run_and_report(plan, args, arglist)
+    return _interruptible(lambda: _run_and_report(plan, args, arglist))
+
+
+def _interruptible(run: Callable[[], int]) -> int:
+    """``run()``, with SIGTERM treated as Ctrl-C: every ``finally`` and context manager runs,
+    so everything the run started is stopped; exit status 130."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print("\nforkguard lab: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_and_report(plan: Plan, args: argparse.Namespace, arglist: list[str]) -> int:
     out_dir = ensure_dir(os.path.abspath(args.out))
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     t_start = time.monotonic()
-    facts = _start_facts()
+    facts = run_facts()
     progress = Progress(total=len(plan.cells) * plan.requests)
     try:
         results = _run_cells(plan, args, out_dir, progress)
     except ServerUnavailable as exc:
-        progress.close()
         print(f"forkguard lab: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        progress.close()
-        print("forkguard lab: interrupted; everything it started is stopped", file=sys.stderr)
-        return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        progress.close()
     progress.close()
     meta = {**facts, **_meta(plan, args, arglist, time.monotonic() - t_start)}
     json_path = os.path.join(out_dir, "lab.json")

@@ -20,7 +20,9 @@ COLUMNS = (
     ("server", "the pre-fork server: uwsgi (a master process and 4 worker processes, as in "
      "the bug report) or gunicorn (4 sync workers)"),
     ("driver", "the database driver: pymysql and mysqlclient talk to MariaDB, psycopg2 and "
-     "psycopg (version 3) to PostgreSQL"),
+     "psycopg (version 3) to PostgreSQL; psycopg2/pgbouncer-session and "
+     "psycopg2/pgbouncer-transaction talk to a private PgBouncer (session or transaction "
+     "pooling) in front of that PostgreSQL, as a fleet of app hosts would"),
     ("strategy", "the fix under test (list below)"),
     ("reqs", "requests sent and answered (or failed); a '*' means the cell reached its time "
      "cap before the requested count, so it covers fewer requests (see the notes)"),
@@ -130,13 +132,43 @@ def kind_help(kind: str) -> Optional[str]:
     return None
 
 
-def legend(kinds: Iterable[str] = (), style: str = "fsa2", harness_error: bool = False) -> str:
-    """Every column, the app style of the run, the strategies and the error ``kinds`` shown."""
+# A user's app (``forkguard lab --app``): what differs from the lab's own app.
+APP_COLUMNS = {
+    "driver": (
+        "app",
+        "the user's WSGI app (--app), served through the lab's middleware, which "
+        "only adds the answering worker's pid to each response",
+    ),
+    "wrong ans": (
+        "wrong ans",
+        "'-': not checked (the lab cannot know the right answer to a user's URL)",
+    ),
+    "lost wr": ("lost wr", "'-': not checked"),
+}
+APP_STRATEGY_HELP = {
+    "none": "preloaded (uWSGI without --lazy-apps, gunicorn --preload), no fix: the app as "
+    "deployed",
+    "lazy": STRATEGY_HELP["lazy"],
+    "forkguard": "preloaded, with 'import forkguard; forkguard.install()' as the first lines "
+    "of the WSGI module the server loads, nothing else changed",
+}
+
+
+def legend(
+    kinds: Iterable[str] = (), style: str = "fsa2", harness_error: bool = False, app: bool = False
+) -> str:
+    """Every column, the app style of the run, the strategies and the error ``kinds`` shown;
+    ``app``: for a run of a user's app (``--app``)."""
     lines = ["Columns:"]
-    lines += _aligned(COLUMNS)
-    lines += ["", *textwrap.wrap(f"App style {style}: {STYLE_HELP.get(style, style)}.", 100)]
-    lines += ["", "Strategies:"]
-    lines += _aligned([(name, STRATEGY_HELP[name]) for name in STRATEGIES])
+    if app:
+        lines += _aligned([APP_COLUMNS.get(name, (name, text)) for name, text in COLUMNS])
+        lines += ["", "Strategies:"]
+        lines += _aligned(APP_STRATEGY_HELP.items())
+    else:
+        lines += _aligned(COLUMNS)
+        lines += ["", *textwrap.wrap(f"App style {style}: {STYLE_HELP.get(style, style)}.", 100)]
+        lines += ["", "Strategies:"]
+        lines += _aligned([(name, STRATEGY_HELP[name]) for name in STRATEGIES])
     shown = sorted(set(kinds))
     if shown or harness_error:
         lines += ["", "Error kinds in this table:"]

@@ -36,6 +36,9 @@ class Target:
     user: str
     password: Optional[str] = None
     private: bool = True
+    # Where the app connects when that is not the server itself (a PgBouncer in front of it);
+    # the lab's own statements (CREATE DATABASE, the write check) still go to ``port``.
+    app_port: Optional[int] = None
 
     def url(self, dialect_driver: str, database: str) -> str:
         from sqlalchemy.engine import URL
@@ -45,7 +48,7 @@ class Target:
             username=self.user,
             password=self.password,
             host=self.host,
-            port=self.port,
+            port=self.app_port or self.port,
             database=database,
         ).render_as_string(hide_password=False)
 
@@ -96,6 +99,10 @@ class CellResult:
     timed_out: bool = False
     cut_off: int = 0
     error: Optional[str] = None
+    # A user's app (``--app``): its answers are not checked (no wrong answers or lost writes
+    # to count), and each URL's statuses are kept, to tell a wrong --url from a broken app.
+    checks_answers: bool = True
+    url_statuses: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def time_capped(self) -> bool:
@@ -176,10 +183,10 @@ def run_cell(
                 seed=index,
                 progress=progress,
             )
-        _record_load(res, load)
+        record_load(res, load)
         spans = answer_spans((r.pid, r.t0, r.t1) for r in load.reqs)
-        _read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
-        _read_errors_and_respawn(res, app_server, respawn_timeout)
+        read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
+        read_errors_and_respawn(res, app_server, respawn_timeout)
         app_server.stop()
         app_server = None
         _check_writes(res, load, target, dbname)
@@ -194,7 +201,7 @@ def run_cell(
     return res
 
 
-def _record_load(res: CellResult, load: LoadRun) -> None:
+def record_load(res: CellResult, load: LoadRun) -> None:
     """What the HTTP load itself saw: answers, errors, mismatched replies, pace."""
     res.requests, res.ok, res.http_errors = load.requests, load.ok, load.http_errors
     res.status_counts = dict(load.status_counts)
@@ -207,7 +214,7 @@ def _record_load(res: CellResult, load: LoadRun) -> None:
     res.cut_off = load.cut_off
 
 
-def _read_errors_and_respawn(res: CellResult, app_server: AppServer, timeout: float) -> None:
+def read_errors_and_respawn(res: CellResult, app_server: AppServer, timeout: float) -> None:
     """DB error kinds from the server's log during the load, then the respawn probe and the
     errors it caused, then whether the server itself exited."""
     load_log = app_server.read_log()
@@ -239,13 +246,13 @@ def _check_writes(res: CellResult, load: LoadRun, target: Target, dbname: str) -
     res.failed_but_committed = sum(1 for e in load.failed_writes if e in stored_emails)
 
 
-def _read_memory(res: CellResult, app_server: Any, during_load: list[dict[int, int]]) -> None:
+def read_memory(res: CellResult, app_server: AppServer, during_load: list[dict[int, int]]) -> None:
     """The workers' PSS, only from instants when every one of them had loaded the app: the
     settled samples ``during_load`` and readings right after it (see :mod:`.memory`)."""
-    port = app_server.port
+    port, path = app_server.port, app_server.health_path
     reading = settled_pss(
         app_server.worker_pids,
-        lambda: probe_workers(port, WORKERS),
+        lambda: probe_workers(port, WORKERS, path=path),
         WORKERS,
         earlier=during_load,
         alive=lambda: app_server.exited() is None,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Callable, Optional
 
-from .harness.http import http_get
+from .harness.http import http_reply
 from .harness.procfs import pss_kb
 
 
@@ -164,7 +164,7 @@ def _why_not(live: list[int], answered: set[int], workers: int, timeout: float) 
     return f"the workers never all answered again after a reading within {timeout:.0f}s"
 
 
-def probe_workers(port: int, workers: int, hold: float = 0.5) -> set[int]:
+def probe_workers(port: int, workers: int, hold: float = 0.5, path: str = "/health") -> set[int]:
     """The pids that answered one burst of ``workers`` concurrent ``/health`` requests.
 
     Each request holds its worker for ``hold`` s, so a worker takes at most one and the burst
@@ -172,16 +172,16 @@ def probe_workers(port: int, workers: int, hold: float = 0.5) -> set[int]:
     worker's ``max-requests``, and a recycled lazy-apps worker must import the app again
     before it can be read - probing in quick bursts kept two workers recycling while the other
     two imported, so the four were never all loaded at once. ``/health`` touches no database,
-    so a broken strategy still answers.
+    so a broken strategy still answers (a user's app gets the lab middleware's own ``path``).
     """
     pids: set[int] = set()
     lock = threading.Lock()
 
     def one() -> None:
-        status, body = http_get(port, f"/health?hold={hold}", timeout=5.0)
-        if status == 200 and isinstance(body, dict) and isinstance(body.get("pid"), int):
+        reply = http_reply(port, "GET", f"{path}?hold={hold}", timeout=5.0)
+        if reply.status == 200 and reply.pid is not None:
             with lock:
-                pids.add(body["pid"])
+                pids.add(reply.pid)
 
     threads = [threading.Thread(target=one) for _ in range(workers)]
     for th in threads:

@@ -93,11 +93,20 @@ def _kinds(cell: CellResult, limit: int = 3) -> str:
     return ", ".join(f"{k} x{n}" for k, n in items)
 
 
+def _checked(cell: CellResult, value: str) -> str:
+    return value if cell.checks_answers else "-"
+
+
+def _is_app_run(cells: list[CellResult]) -> bool:
+    """Cells of ``forkguard lab --app`` (a user's app, whose answers are not checked)."""
+    return bool(cells) and not any(c.checks_answers for c in cells)
+
+
 def format_table(cells: list[CellResult]) -> str:
     """The results as a fixed-width text table (also valid inside a Markdown code block)."""
     head = (
         "server",
-        "driver",
+        "app" if _is_app_run(cells) else "driver",
         "strategy",
         "reqs",
         "HTTP err",
@@ -119,9 +128,12 @@ def format_table(cells: list[CellResult]) -> str:
                 _reqs(c),
                 str(c.http_errors),
                 str(c.db_errors),
-                str(c.leaks),
-                str(c.lost_writes)
-                + (f"+{c.failed_but_committed}" if c.failed_but_committed else ""),
+                _checked(c, str(c.leaks)),
+                _checked(
+                    c,
+                    str(c.lost_writes)
+                    + (f"+{c.failed_but_committed}" if c.failed_but_committed else ""),
+                ),
                 f"{c.throughput_rps:.0f}",
                 _pss(c),
                 _respawn(c),
@@ -152,7 +164,7 @@ def legend(cells: Optional[list[CellResult]] = None, style: str = "fsa2") -> str
     """Every column, the app style, the strategies and the error kinds these cells show."""
     shown = cells or []
     kinds = {k for c in shown for k in c.db_error_kinds}
-    return _legend(kinds, style, harness_error=any(c.error for c in shown))
+    return _legend(kinds, style, harness_error=any(c.error for c in shown), app=_is_app_run(shown))
 
 
 def notes(cells: list[CellResult]) -> str:
@@ -181,10 +193,14 @@ def notes(cells: list[CellResult]) -> str:
 def render(meta: dict[str, Any], cells: list[CellResult]) -> str:
     """The whole text output of a run (what ``forkguard lab`` prints and docs/lab.md shows)."""
     n_strategies = len(meta["strategies"])
-    head = (
-        f"forkguard lab ({'quick subset' if meta.get('quick') else 'matrix'}): "
+    what = (
+        f"forkguard lab --app {meta['app']}: {len(meta['servers'])} server(s) x "
+        if meta.get("app")
+        else f"forkguard lab ({'quick subset' if meta.get('quick') else 'matrix'}): "
         f"{len(meta['servers'])} server(s) x {len(meta['drivers'])} driver(s) x "
-        f"{n_strategies} strateg{'y' if n_strategies == 1 else 'ies'}, "
+    )
+    head = (
+        what + f"{n_strategies} strateg{'y' if n_strategies == 1 else 'ies'}, "
         f"{meta.get('workers', 4)} workers, max-requests {meta['max_requests']}, "
         f"{meta['requests_per_cell']} requests/cell, {meta['elapsed_s']:.0f}s, "
         f"commit {meta.get('commit', 'unknown')}"
@@ -227,18 +243,18 @@ def summary(cells: list[CellResult]) -> str:
     cap are counted here too, so a short row is never unexplained.
     """
     lines = []
+    app = _is_app_run(cells)
     fg = [c for c in cells if c.strategy == "forkguard"]
     if fg:
         clean = sum(c.clean for c in fg)
-        lines.append(
-            f"forkguard: {clean}/{len(fg)} cells clean (0 HTTP/DB errors, 0 wrong "
-            "answers, 0 lost writes)"
-        )
+        what = "0 HTTP/DB errors" if app else "0 HTTP/DB errors, 0 wrong answers, 0 lost writes"
+        lines.append(f"forkguard: {clean}/{len(fg)} cells clean ({what})")
     for strategy in ("none", "dispose"):
         group = [c for c in cells if c.strategy == strategy]
         if group:
             broken = sum(not c.clean for c in group)
-            lines.append(f"{strategy}: {broken}/{len(group)} cells show errors (the reported bug)")
+            why = "preloaded, no fix" if app else "the reported bug"
+            lines.append(f"{strategy}: {broken}/{len(group)} cells show errors ({why})")
     capped = [c for c in cells if c.time_capped and not c.error]
     if capped:
         lines.append(

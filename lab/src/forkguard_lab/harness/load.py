@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TypeVar
 
-from .http import STATUS_NAMES, http_request
+from .http import STATUS_NAMES, http_reply, http_request
 
 log = logging.getLogger("forkguard_lab")
 
@@ -194,7 +194,8 @@ def run_load(
     progress: Optional[Callable[[int], None]] = None,
     run: Optional[LoadRun] = None,
 ) -> LoadRun:
-    """``total`` requests, ``ops`` in turn (echo, read, write; any other op is a plain
+    """``total`` requests, ``ops`` in turn (echo, read, write; ``"METHOD /path"`` as is, the
+    worker's pid from the lab's middleware header; any other op is a plain
     ``GET /<op>``), from ``concurrency`` threads: see :func:`drive` for the bounds.
 
     A read asks for a user this run wrote with probability ``known_read_share`` (else one that
@@ -269,6 +270,10 @@ class _Client:
             if status == 200 and isinstance(body, dict) and isinstance(body.get("id"), int):
                 ack = (body["id"], str(body.get("email")))
                 mismatch = body.get("email") != email
+        elif " " in op:  # "METHOD /path": a user's URL, answered by whatever their app says
+            method, path = op.split(" ", 1)
+            reply = http_reply(self.port, method, path, timeout=self.timeout)
+            return Req(op, t0, time.monotonic(), reply.status, reply.pid), email, ack
         else:
             status, body = self._get(f"/{op}")
         pid = body.get("pid") if isinstance(body, dict) else None

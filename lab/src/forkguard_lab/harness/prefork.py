@@ -21,7 +21,7 @@ import threading
 import time
 from typing import IO, Callable, Optional
 
-from .http import http_get
+from .http import http_get, http_reply
 from .procfs import children_of
 
 log = logging.getLogger("forkguard_lab")
@@ -159,6 +159,11 @@ class AppServer(ServerProcess):
     ) -> None:
         super().__init__(argv, env, log_path, cwd)
         self.kind, self.port, self.workers = kind, port, workers
+        # What readiness and the respawn probe ask: the lab's apps answer /health and a slow
+        # /echo; a user's app is asked its own first URL, held by the lab's middleware.
+        self.health_path = "/health"
+        self.probe_path = "/echo?token=probe&hold=0.03"
+        self.probe_headers: dict[str, str] = {}
 
     def start(self, timeout: float = 30.0) -> AppServer:
         """Start the server and wait until all its workers are up and ``/health`` answers."""
@@ -169,7 +174,7 @@ class AppServer(ServerProcess):
     def _ready(self) -> bool:
         if len(self.worker_pids()) < self.workers:
             return False
-        status, _ = http_get(self.port, "/health", timeout=2.0)
+        status, _ = http_get(self.port, self.health_path, timeout=2.0)
         return status == 200
 
     def measure_recovery(self, timeout: float = 6.0) -> tuple[Optional[float], str]:
@@ -198,10 +203,12 @@ class AppServer(ServerProcess):
         lock = threading.Lock()
 
         def probe() -> None:
-            status, body = http_get(self.port, "/echo?token=probe&hold=0.03", timeout=5.0)
-            if isinstance(body, dict) and body.get("pid") not in before:
+            reply = http_reply(
+                self.port, "GET", self.probe_path, timeout=5.0, headers=self.probe_headers
+            )
+            if reply.pid is not None and reply.pid not in before:
                 with lock:
-                    answers.append(status)
+                    answers.append(reply.status)
 
         threads = [threading.Thread(target=probe) for _ in range(self.workers * 2)]
         for th in threads:

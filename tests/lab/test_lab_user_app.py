@@ -1,0 +1,173 @@
+"""``forkguard lab --app``: a user's app (``userapps/shop.py``, written without the lab or
+forkguard) under real uWSGI and gunicorn, and the lab's answers to bad input.
+
+The shop opens a pooled connection at import. Preloaded without a fix, the workers share it
+(the twin: the ``none`` cells must show errors); with forkguard's one line first in the WSGI
+module, every cell must be clean; the lazy control must be clean too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forkguard_lab.cli import main as lab_main
+from forkguard_lab.harness.servers import missing_binaries_message
+from forkguard_lab.userapp.cell import wrapper_source
+from forkguard_lab.userapp.run import missing_servers
+from forkguard_lab.userapp.settings import Database, SettingsError, fill_env, parse_urls
+from forkguard_lab.userapp.target import TargetError, parse_target
+
+APPS = Path(__file__).parent / "userapps"
+SHOP = [
+    "--app", "shop:app", "--chdir", str(APPS),
+    "--url", "/items/3", "--url", "/count",
+    "--env", "SHOP_DATABASE_URL={mysql+pymysql}",
+    "--setup", f"{sys.executable} -c 'import shop'",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shop_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    missing = missing_binaries_message(["mysql"])
+    if missing:
+        pytest.skip(missing)
+    out = tmp_path_factory.mktemp("lab-app")
+    rc = lab_main([*SHOP, "--requests", "160", "--budget", "240", "--out", str(out),
+                   "--keep-logs"])  # fmt: skip
+    doc = json.loads((out / "lab.json").read_text())
+    return {"rc": rc, "doc": doc, "dir": out}
+
+
+def _cell(run: dict[str, Any], server: str, strategy: str) -> dict[str, Any]:
+    [cell] = [c for c in run["doc"]["cells"] if (c["server"], c["strategy"]) == (server, strategy)]
+    assert cell["error"] is None, f"harness error: {cell} (logs in {run['dir']}/logs)"
+    return cell
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+def test_forkguard_cells_of_a_users_app_are_clean(shop_run: dict[str, Any], server: str) -> None:
+    cell = _cell(shop_run, server, "forkguard")
+    where = f"{server}/forkguard: {cell} (logs in {shop_run['dir']}/logs)"
+    assert cell["requests"] >= 50, where
+    assert cell["worker_pids_seen"] > 4, f"{where}: workers were never recycled"
+    assert cell["clean"], where
+    assert cell["workers_pss_kb"] > 0, f"{where}: {cell['pss_not_measured']}"
+    assert cell["respawn_status"] == "ok", where
+    assert shop_run["rc"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+def test_without_forkguard_the_users_app_breaks(shop_run: dict[str, Any], server: str) -> None:
+    """The twin: the same app, preloaded with no fix, fails on the shared connection."""
+    cell = _cell(shop_run, server, "none")
+    assert not cell["clean"]
+    assert cell["http_errors"] > 0 and cell["db_errors"] > 0, cell
+
+
+@pytest.mark.slow
+def test_the_lazy_control_is_clean_and_the_table_names_the_app(shop_run: dict[str, Any]) -> None:
+    for server in ("uwsgi", "gunicorn"):
+        assert _cell(shop_run, server, "lazy")["clean"]
+    text = (shop_run["dir"] / "lab.txt").read_text()
+    assert "forkguard lab --app shop:app" in text
+    assert "forkguard: 2/2 cells clean" in text
+    assert "wrong ans" in text and " app " in text.splitlines()[2]
+
+
+def test_an_app_that_does_not_import_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = lab_main(["--app", "broken:app", "--chdir", str(APPS), "--url", "/",
+                   "--out", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "broken:app does not import" in err
+    assert "broken on purpose" in err
+
+
+@pytest.mark.slow
+def test_a_url_that_404s_in_every_cell_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = lab_main(["--app", "nodb:app", "--chdir", str(APPS), "--url", "/no-such-page",
+                   "--servers", "gunicorn", "--strategies", "none", "--requests", "20",
+                   "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 2
+    assert "GET /no-such-page answered 404 in every cell: check --url" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--app", "not a module!", "--url", "/"], "expected package.module:app"),
+        (["--app", "nodb:app"], "at least one --url"),
+        (["--app", "nodb:app", "--url", "http://example.com/"], "give the path only"),
+        (["--app", "nodb:app", "--url", "FETCH /"], "unknown method FETCH"),
+        (["--app", "nodb:app", "--url", "/", "--env", "NOEQUALS"], "expected NAME=VALUE"),
+        (["--app", "nodb:app", "--url", "/", "--drivers", "pymysql"], "--drivers: not with"),
+        (["--app", "nodb:app", "--url", "/", "--strategies", "dispose"], "unknown dispose"),
+        (["--app", "nodb:app", "--url", "/", "--chdir", "/no/such/dir"], "no such directory"),
+    ],
+)
+def test_bad_app_arguments_exit_2_with_the_reason(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "--chdir" not in argv:
+        argv = [*argv, "--chdir", str(APPS)]
+    assert lab_main([*argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_server_binary_is_named() -> None:
+    assert missing_servers(["gunicorn"]) is None
+    message = missing_servers(["gunicorn", "fg-no-such-server"])
+    assert message is not None and "fg-no-such-server not found" in message
+
+
+def test_targets_from_config_files(tmp_path: Path) -> None:
+    ini = tmp_path / "deploy" / "uwsgi.ini"
+    ini.parent.mkdir()
+    ini.write_text("[uwsgi]\nchdir = ..\nmodule = shop.wsgi:application\nenv = A=1\n"
+                   "env = B=two=2\nprocesses = 8\n")  # fmt: skip
+    target = parse_target(str(ini))
+    assert (target.module, target.attr, target.chdir) == ("shop.wsgi", "application", str(tmp_path))
+    assert target.env == {"A": "1", "B": "two=2"}
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("wsgi_app = 'mysite.wsgi'\nraw_env = ['DJANGO_SETTINGS_MODULE=mysite.s']\n")
+    target = parse_target(str(conf))
+    assert (target.module, target.attr, target.label) == ("mysite.wsgi", None, "mysite.wsgi")
+    assert target.env == {"DJANGO_SETTINGS_MODULE": "mysite.s"}
+    (tmp_path / "empty.ini").write_text("[uwsgi]\nprocesses = 4\n")
+    with pytest.raises(TargetError, match="no module or wsgi-file"):
+        parse_target(str(tmp_path / "empty.ini"))
+
+
+def test_placeholders_and_urls() -> None:
+    db = Database("postgresql", "127.0.0.1", 5544, "postgres", None, "fg_lab_1_0")
+    env = fill_env(
+        {"URL": "{postgresql+psycopg2}", "PORT": "{postgresql.port}", "X": "{postgresql}?a=1"},
+        {"postgresql": db}.__getitem__,
+    )
+    assert env == {
+        "URL": "postgresql+psycopg2://postgres@127.0.0.1:5544/fg_lab_1_0",
+        "PORT": "5544",
+        "X": "postgresql://postgres@127.0.0.1:5544/fg_lab_1_0?a=1",
+    }
+    assert parse_urls(["/a", "post /b"], None) == ["GET /a", "POST /b"]
+    with pytest.raises(SettingsError):
+        parse_urls([], None)
+
+
+def test_the_wrapper_puts_forkguard_first_only_in_forkguard_cells(tmp_path: Path) -> None:
+    target = parse_target("shop:app", str(APPS))
+    assert wrapper_source(target, "forkguard").splitlines()[1:4] == [
+        "import forkguard", "", "forkguard.install()"
+    ]  # fmt: skip
+    assert "import forkguard\n" not in wrapper_source(target, "none")
