@@ -38,6 +38,7 @@ def test_child_reconnects_and_parent_keeps_its_session(scenario: str, vendor: st
     assert child["ok"], child
     value = child["value"]
     assert value["had_connection"] is False  # dropped before the child's first request
+    assert value["inherited_kept"] is True  # kept allocated (its pages stay shared), not freed
     assert value["session"] != out["master_session"]
     assert value["stats"]["connections_neutralized"] == 1
     assert out["parent_error"] is None

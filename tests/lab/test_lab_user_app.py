@@ -81,6 +81,31 @@ def test_the_lazy_control_is_clean_and_the_table_names_the_app(shop_run: dict[st
     assert "wrong ans" in text and " app " in text.splitlines()[2]
 
 
+DJSHOP = [
+    "--app", "djshop.wsgi", "--chdir", str(APPS),
+    "--url", "/double/3", "--url", "/double/4",
+    *("--env", "DJSHOP_DB_NAME={postgresql.name}", "--env", "DJSHOP_DB_HOST={postgresql.host}"),
+    *("--env", "DJSHOP_DB_PORT={postgresql.port}", "--env", "DJSHOP_DB_USER={postgresql.user}"),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_django_project_by_its_wsgi_module(tmp_path: Path) -> None:
+    """A Django project that checks its database at startup, with persistent connections:
+    preloaded without a fix, the workers share the master's connection; forkguard's cell is
+    clean."""
+    missing = missing_binaries_message(["postgresql"])
+    if missing:
+        pytest.skip(missing)
+    rc = lab_main([*DJSHOP, "--servers", "uwsgi", "--strategies", "none,forkguard",
+                   "--requests", "120", "--budget", "120", "--out", str(tmp_path)])  # fmt: skip
+    run = {"doc": json.loads((tmp_path / "lab.json").read_text()), "dir": tmp_path}
+    ours, bare = _cell(run, "uwsgi", "forkguard"), _cell(run, "uwsgi", "none")
+    assert ours["clean"] and ours["requests"] >= 50, ours
+    assert not bare["clean"], bare
+    assert rc == 0
+
+
 def test_an_app_that_does_not_import_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -57,7 +57,7 @@ FULL = Preset(
     drivers=tuple(DRIVERS),
     strategies=STRATEGIES,
     requests=400,
-    budget=420.0,
+    budget=600.0,
 )
 
 
@@ -156,7 +156,7 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         "--budget",
         type=float,
         help="seconds for the whole run; each cell's load is capped to its share, and "
-        "cells that reach their cap are marked (default 420; quick 100)",
+        "cells that reach their cap are marked (default 600; quick 100)",
     )
     p.add_argument(
         "--style",

@@ -22,11 +22,13 @@ Prints one JSON object: what the parent and the child saw. Scenarios:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import sys
 import uuid
+import weakref
 from typing import Any
 
 import django
@@ -95,10 +97,14 @@ def main(scenario: str, vendor: str) -> dict[str, Any]:
 
     warnings = _WarningLines()  # before the fork: the fork handling logs before the child runs
     logging.getLogger("forkguard").addHandler(warnings)
+    inherited = weakref.ref(connection.connection)
 
     def child() -> dict[str, Any]:
         request_started.send(sender=None)  # what the server's handler does first
         seen: dict[str, Any] = {"had_connection": connection.connection is not None}
+        gc.collect()
+        # Let go of, not freed: freeing it would copy the pages it shares with the parent.
+        seen["inherited_kept"] = inherited() is not None
         try:
             seen["session"] = session(vendor)
         except forkguard.InheritedConnectionError as exc:
