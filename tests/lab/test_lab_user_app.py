@@ -17,6 +17,8 @@ import pytest
 
 from forkguard_lab.cli import main as lab_main
 from forkguard_lab.harness.servers import missing_binaries_message
+from forkguard_lab.labdocs import APPS_HEADING, write_app_docs, write_docs
+from forkguard_lab.matrix import CellResult
 from forkguard_lab.userapp.cell import wrapper_source
 from forkguard_lab.userapp.run import missing_servers
 from forkguard_lab.userapp.settings import Database, SettingsError, fill_env, parse_urls
@@ -196,3 +198,32 @@ def test_the_wrapper_puts_forkguard_first_only_in_forkguard_cells(tmp_path: Path
         "import forkguard", "", "forkguard.install()"
     ]  # fmt: skip
     assert "import forkguard\n" not in wrapper_source(target, "none")
+
+
+def _app_doc(label: str, reqs: int) -> dict[str, Any]:
+    cell = CellResult("uwsgi", label, "forkguard", requests=reqs, requests_asked=reqs, ok=reqs,
+                      checks_answers=False)  # fmt: skip
+    meta = {"app": label, "servers": ["uwsgi"], "drivers": [label], "strategies": ["forkguard"],
+            "max_requests": 20, "requests_per_cell": reqs, "elapsed_s": 1.0, "commit": "abc1234",
+            "command": f"forkguard lab --app {label}"}  # fmt: skip
+    return {"meta": meta, "cells": [cell.as_dict()]}
+
+
+def test_app_blocks_in_the_lab_page_survive_each_other_and_the_matrix(tmp_path: Path) -> None:
+    page = tmp_path / "lab.md"
+    page.write_text("# matrix page\n\nthe matrix\n")
+    write_app_docs(_app_doc("shop:app", 11), str(page))
+    write_app_docs(_app_doc("mysite.wsgi", 22), str(page))
+    write_app_docs(_app_doc("shop:app", 33), str(page))  # replaces its own block only
+    text = page.read_text()
+    assert text.startswith("# matrix page\n\nthe matrix\n")
+    assert text.count("<!-- lab-app:shop:app:start -->") == 1
+    assert "shop:app  forkguard    33" in text and "shop:app  forkguard    11" not in text
+    assert "mysite.wsgi  forkguard    22" in text
+    assert text.count(APPS_HEADING) == 1
+    matrix_doc = json.loads(json.dumps(_app_doc("x", 1)))
+    del matrix_doc["meta"]["app"]
+    write_docs(matrix_doc, str(page), None)  # the matrix page again: the app blocks stay
+    text = page.read_text()
+    assert text.startswith("# `forkguard lab`: the matrix from a real run")
+    assert "shop:app  forkguard    33" in text and "mysite.wsgi  forkguard    22" in text

@@ -9,6 +9,8 @@ writes them again from a stored run without measuring anything.
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, Optional
 
 from .matrix import CellResult
@@ -22,6 +24,10 @@ NOTE = (
 )
 # The README shows the rows of the reported app's driver; docs/lab.md has every cell.
 README_DRIVER = "pymysql"
+# ``forkguard lab --app ... --docs docs/lab.md`` keeps one block per app in the page, below
+# the matrix; regenerating the matrix keeps them.
+APPS_HEADING = "## Other apps, under `forkguard lab --app`"
+_APP_BLOCK_RE = re.compile(r"<!-- lab-app:(\S+):start -->.*?<!-- lab-app:\1:end -->\n?", re.S)
 
 
 def cells_of(doc: dict[str, Any]) -> list[CellResult]:
@@ -86,12 +92,57 @@ Every cell is in [docs/lab.md](docs/lab.md).
 ```"""
 
 
+def app_block(doc: dict[str, Any]) -> str:
+    """One ``--app`` run's block for docs/lab.md: the command, the commit, the whole output."""
+    meta = doc["meta"]
+    label = meta["app"]
+    return f"""<!-- lab-app:{label}:start -->
+### `{label}`
+
+{NOTE.replace("`make lab-docs`", "`forkguard lab --app ... --docs`")}
+
+{_provenance(meta)}.
+
+```
+{render(meta, cells_of(doc))}
+```
+<!-- lab-app:{label}:end -->
+"""
+
+
+def _read(path: str) -> str:
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _with_app_blocks(page: str, blocks: list[str]) -> str:
+    """The page with the apps' blocks under :data:`APPS_HEADING` at its end."""
+    base = _APP_BLOCK_RE.sub("", page).split(APPS_HEADING)[0].rstrip("\n")
+    if not blocks:
+        return base + "\n"
+    return base + f"\n\n{APPS_HEADING}\n\n" + "\n".join(blocks)
+
+
+def write_app_docs(doc: dict[str, Any], page: str) -> str:
+    """Put (or replace) this app's block in ``page``, keeping the matrix and the other apps."""
+    text = _read(page) or "# `forkguard lab`: runs of real apps\n"
+    label = doc["meta"]["app"]
+    blocks = [m.group(0) for m in _APP_BLOCK_RE.finditer(text) if m.group(1) != label]
+    with open(page, "w", encoding="utf-8") as fh:
+        fh.write(_with_app_blocks(text, [*blocks, app_block(doc)]))
+    return page
+
+
 def write_docs(doc: dict[str, Any], page: Optional[str], readme: Optional[str]) -> list[str]:
-    """Write docs/lab.md and/or the README block; the paths written."""
+    """Write docs/lab.md (keeping the ``--app`` blocks it has) and/or the README block; the
+    paths written."""
     written = []
     if page:
+        kept = [m.group(0) for m in _APP_BLOCK_RE.finditer(_read(page))]
         with open(page, "w", encoding="utf-8") as fh:
-            fh.write(lab_page(doc))
+            fh.write(_with_app_blocks(lab_page(doc), kept))
         written.append(page)
     if readme:
         from .bench.readme import replace_block

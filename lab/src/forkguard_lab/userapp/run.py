@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from ..harness.commands import executable
 from ..harness.servers import ServerUnavailable, missing_binaries_message
+from ..labdocs import write_app_docs
 from ..matrix import CellResult, Target
 from ..options import UsageError, csv_list, targets_from_urls
 from ..report import Progress, ensure_dir, render, write_json, write_png
@@ -31,7 +32,7 @@ from .target import TargetError, parse_target
 DEFAULT_REQUESTS = 300
 DEFAULT_BUDGET = 300.0
 # Options of the lab's own matrix that mean nothing for a user's app.
-_MATRIX_ONLY = ("drivers", "quick", "docs", "readme", "from_json")
+_MATRIX_ONLY = ("drivers", "quick", "readme", "from_json")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def app_plan(args: argparse.Namespace) -> AppPlan:
     used = [f"--{name.replace('_', '-')}" for name in _MATRIX_ONLY if getattr(args, name)]
     if used:
         raise UsageError(f"{', '.join(used)}: not with --app (the lab's own app only)")
+    if args.docs and not os.path.isdir(os.path.dirname(os.path.abspath(args.docs))):
+        raise UsageError(f"--docs {args.docs}: no such directory")
     target = parse_target(args.app, args.chdir)
     env = parse_env(args.env)
     run = AppRun(target, parse_urls(args.url, args.urls), env, args.setup)
@@ -145,7 +148,7 @@ def _run(plan: AppPlan, args: argparse.Namespace, arglist: list[str], backends: 
         labels = [f"{server} / {strategy}" for server, strategy in plan.cells]
         results = run_budgeted(labels, plan.budget, plan.requests, progress, run_one)
     meta = {**facts, **_meta(plan, args, arglist, time.monotonic() - t_start)}
-    _write_outputs(out_dir, meta, results, as_json=args.json)
+    _write_outputs(out_dir, meta, results, as_json=args.json, page=args.docs)
     return verdict(results, [op for op in plan.run.ops])
 
 
@@ -189,8 +192,14 @@ def _meta(
 
 
 def _write_outputs(
-    out_dir: str, meta: dict[str, Any], results: list[CellResult], *, as_json: bool
+    out_dir: str,
+    meta: dict[str, Any],
+    results: list[CellResult],
+    *,
+    as_json: bool,
+    page: Optional[str],
 ) -> None:
+    """lab.txt, lab.json, lab.png, and this app's block in ``page`` (``--docs``)."""
     json_path = os.path.join(out_dir, "lab.json")
     txt_path = os.path.join(out_dir, "lab.txt")
     write_json(json_path, meta, results)
@@ -198,9 +207,13 @@ def _write_outputs(
     text = render(meta, results)
     with open(txt_path, "w") as fh:
         fh.write(text + "\n")
+    with open(json_path) as fh:
+        doc = json.load(fh)
+    wrote = [txt_path, json_path] + ([chart] if chart else [])
+    if page:
+        wrote.append(write_app_docs(doc, page))
     if as_json:
-        with open(json_path) as fh:
-            sys.stdout.write(json.dumps(json.load(fh), indent=2) + "\n")
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         print(text)
-        print(f"\nwrote {', '.join([txt_path, json_path] + ([chart] if chart else []))}")
+        print(f"\nwrote {', '.join(wrote)}")
