@@ -174,19 +174,9 @@ def run_cell(
             server, strategy, url, celldir, max_requests=max_requests, style=style
         )
         app_server.start()
-        with PssSampler(app_server.worker_pids) as sampler:
-            load = run_load(
-                app_server.port,
-                total=requests,
-                concurrency=concurrency,
-                time_cap=time_cap,
-                seed=index,
-                progress=progress,
-            )
-        record_load(res, load)
-        spans = answer_spans((r.pid, r.t0, r.t1) for r in load.reqs)
-        read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
-        read_errors_and_respawn(res, app_server, respawn_timeout)
+        load = load_and_measure(res, app_server, respawn_timeout, total=requests,
+                                concurrency=concurrency, time_cap=time_cap, seed=index,
+                                progress=progress)  # fmt: skip
         app_server.stop()
         app_server = None
         _check_writes(res, load, target, dbname)
@@ -199,6 +189,21 @@ def run_cell(
         _drop(target, dbname)
         res.cell_seconds = round(time.monotonic() - t0, 2)
     return res
+
+
+def load_and_measure(
+    res: CellResult, app_server: AppServer, respawn_timeout: float, **load: Any
+) -> LoadRun:
+    """The cell's load (:func:`run_load` with ``load``) with the memory sampler beside it,
+    then what the cell records of it: the answers, the settled memory, the DB errors in the
+    server's log and the respawn probe."""
+    with PssSampler(app_server.worker_pids) as sampler:
+        run = run_load(app_server.port, **load)
+    record_load(res, run)
+    spans = answer_spans((r.pid, r.t0, r.t1) for r in run.reqs)
+    read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
+    read_errors_and_respawn(res, app_server, respawn_timeout)
+    return run
 
 
 def record_load(res: CellResult, load: LoadRun) -> None:

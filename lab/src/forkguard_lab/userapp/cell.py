@@ -20,11 +20,10 @@ from typing import Callable, Optional
 
 from ..harness.commands import gunicorn_argv, uwsgi_argv
 from ..harness.http import HOLD_HEADER
-from ..harness.load import LoadRun, run_load
+from ..harness.load import LoadRun
 from ..harness.prefork import AppServer
 from ..harness.servers import free_port
-from ..matrix import CellResult, Target, read_errors_and_respawn, read_memory, record_load
-from ..memory import PssSampler, answer_spans, settled_samples
+from ..matrix import CellResult, Target, load_and_measure
 from ..runners import WORKERS
 from .middleware import PROBE_PATH
 from .settings import Database, fill_env
@@ -199,21 +198,10 @@ def run_app_cell(
         run_setup(run.setup, run.target.chdir, env, celldir)
         app_server = build_app_server(server, strategy, run, celldir, env, max_requests)
         app_server.start(timeout=_START_TIMEOUT_S)
-        with PssSampler(app_server.worker_pids) as sampler:
-            load = run_load(
-                app_server.port,
-                total=requests,
-                concurrency=concurrency,
-                time_cap=time_cap,
-                ops=run.ops,
-                seed=index,
-                progress=progress,
-            )
-        record_load(res, load)
+        load = load_and_measure(res, app_server, respawn_timeout, total=requests,
+                                concurrency=concurrency, time_cap=time_cap, ops=run.ops,
+                                seed=index, progress=progress)  # fmt: skip
         res.url_statuses = statuses_by_url(load)
-        spans = answer_spans((r.pid, r.t0, r.t1) for r in load.reqs)
-        read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
-        read_errors_and_respawn(res, app_server, respawn_timeout)
     except Exception as exc:
         log.exception("cell %s/%s/%s failed in the harness", server, run.target.label, strategy)
         res.error = f"{type(exc).__name__}: {exc}"[:500]
