@@ -141,6 +141,8 @@ def test_a_url_that_404s_in_every_cell_is_a_clear_error(
         (["--app", "nodb:app", "--url", "/", "--drivers", "pymysql"], "--drivers: not with"),
         (["--app", "nodb:app", "--url", "/", "--strategies", "dispose"], "unknown dispose"),
         (["--app", "nodb:app", "--url", "/", "--chdir", "/no/such/dir"], "no such directory"),
+        (["--app", "nodb:app", "--url", "/", "--setup", "exit 3"], "--setup failed before"),
+        (["--app", "nodb:app", "--url", "/", "--docs", "/no/such/dir/lab.md"], "--docs"),
     ],
 )
 def test_bad_app_arguments_exit_2_with_the_reason(

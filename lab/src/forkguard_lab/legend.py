@@ -104,7 +104,8 @@ KIND_HELP = {
     "timeout": "a query or a connection attempt timed out",
     "worker crash (signal {n})": "a worker was killed by signal {n} (11: it crashed on a bad "
     "memory access); the lab's own kills are not counted",
-    "harakiri (stuck worker)": "uWSGI killed a worker stuck on one request for more than 4 s",
+    "harakiri (stuck worker)": "uWSGI killed a worker stuck on one request for more than 4 s "
+    "(10 s for an app under --app)",
     "worker timeout (stuck)": "gunicorn killed a worker stuck on one request for more than 10 s",
     "segfault": "a process crashed on a bad memory access",
     "server exited (status {n})": "the server's master process stopped, with exit status {n} "

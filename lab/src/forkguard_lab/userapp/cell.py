@@ -248,13 +248,17 @@ def drop_databases(targets: dict[str, Target], made: dict[str, Database]) -> Non
 
 def import_check(run: AppRun, workdir: str) -> Optional[str]:
     """Import the app once, as the master would (strategy none, fresh databases, ``--setup``
-    first): None if it imports, else what went wrong, for the user."""
+    first): None if it imports, else what went wrong, in words for the user."""
     celldir = os.path.join(workdir, "import-check")
     os.makedirs(celldir, exist_ok=True)
+    where = f"(strategy none, in {run.target.chdir})"
     databases = create_databases(run.targets, f"fg_lab_{os.getpid()}_check")
     try:
         env = cell_environment(run, databases)
-        run_setup(run.setup, run.target.chdir, env, celldir)
+        try:
+            run_setup(run.setup, run.target.chdir, env, celldir)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            return f"--setup failed before the app was imported {where}: {exc}"
         write_wrapper(run.target, "none", celldir)
         env["PYTHONPATH"] = os.pathsep.join([celldir, run.target.chdir, env.get("PYTHONPATH", "")])
         proc = subprocess.run(
@@ -265,11 +269,12 @@ def import_check(run: AppRun, workdir: str) -> Optional[str]:
             timeout=_SETUP_TIMEOUT_S,
             check=False,
         )
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
+    except subprocess.TimeoutExpired:
+        return f"{run.target.label} did not finish importing in {_SETUP_TIMEOUT_S} s {where}"
     finally:
         drop_databases(run.targets, databases)
     if proc.returncode == 0:
         return None
     err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-    return "\n".join(err[-12:]) or f"exit status {proc.returncode}"
+    detail = "\n".join(err[-12:]) or f"exit status {proc.returncode}"
+    return f"{run.target.label} does not import {where}:\n{detail}"

@@ -123,11 +123,7 @@ def _run(plan: AppPlan, args: argparse.Namespace, arglist: list[str], backends: 
         failed = import_check(run, workdir)
         if failed is not None:
             progress.close()
-            print(
-                f"forkguard lab: {run.target.label} does not import (strategy none, "
-                f"in {run.target.chdir}):\n{failed}",
-                file=sys.stderr,
-            )
+            print(f"forkguard lab: {failed}", file=sys.stderr)
             return 2
 
         def run_one(n: int, time_cap: float) -> CellResult:
