@@ -189,6 +189,9 @@ def test_placeholders_and_urls() -> None:
         "PORT": "5544",
         "X": "postgresql://postgres@127.0.0.1:5544/fg_lab_1_0?a=1",
     }
+    given = Database("mysql", "127.0.0.1", 3306, "app", "p@ss:/w", "fg_lab_1_0")
+    assert given.fill("+pymysql") == "mysql+pymysql://app:p%40ss%3A%2Fw@127.0.0.1:3306/fg_lab_1_0"
+    assert given.fill(".password") == "p@ss:/w"  # a part is given as it is
     assert parse_urls(["/a", "post /b"], None) == ["GET /a", "POST /b"]
     with pytest.raises(SettingsError):
         parse_urls([], None)
@@ -215,11 +218,17 @@ def test_app_blocks_in_the_lab_page_survive_each_other_and_the_matrix(tmp_path: 
     page = tmp_path / "lab.md"
     page.write_text("# matrix page\n\nthe matrix\n")
     write_app_docs(_app_doc("shop:app", 11), str(page))
+    on_pg = _app_doc("shop:app", 44)
+    on_pg["meta"]["databases"] = ["postgresql"]
+    write_app_docs(on_pg, str(page))  # its own block: another database
     write_app_docs(_app_doc("mysite.wsgi", 22), str(page))
     write_app_docs(_app_doc("shop:app", 33), str(page))  # replaces its own block only
     text = page.read_text()
     assert text.startswith("# matrix page\n\nthe matrix\n")
     assert text.count("<!-- lab-app:shop:app:start -->") == 1
+    assert (
+        "<!-- lab-app:shop:app@postgresql:start -->" in text and "shop:app  forkguard    44" in text
+    )
     assert "shop:app  forkguard    33" in text and "shop:app  forkguard    11" not in text
     assert "mysite.wsgi  forkguard    22" in text
     assert text.count(APPS_HEADING) == 1

@@ -27,6 +27,7 @@ README_DRIVER = "pymysql"
 # ``forkguard lab --app ... --docs docs/lab.md`` keeps one block per app in the page, below
 # the matrix; regenerating the matrix keeps them.
 APPS_HEADING = "## Other apps, under `forkguard lab --app`"
+_DB_NAMES = {"mysql": "MariaDB", "postgresql": "PostgreSQL"}
 _APP_BLOCK_RE = re.compile(r"<!-- lab-app:(\S+):start -->.*?<!-- lab-app:\1:end -->\n?", re.S)
 
 
@@ -92,12 +93,19 @@ Every cell is in [docs/lab.md](docs/lab.md).
 ```"""
 
 
+def app_key(meta: dict[str, Any]) -> str:
+    """Which block of docs/lab.md a ``--app`` run owns: the app and its databases (one run on
+    MariaDB and one on PostgreSQL keep a block each)."""
+    return "@".join([meta["app"], *meta.get("databases", [])])
+
+
 def app_block(doc: dict[str, Any]) -> str:
     """One ``--app`` run's block for docs/lab.md: the command, the commit, the whole output."""
     meta = doc["meta"]
-    label = meta["app"]
+    label = app_key(meta)
+    on = f" on {' and '.join(_DB_NAMES.get(d, d) for d in meta.get('databases', []))}"
     return f"""<!-- lab-app:{label}:start -->
-### `{label}`
+### `{meta["app"]}`{on if meta.get("databases") else ""}
 
 {NOTE.replace("`make lab-docs`", "`forkguard lab --app ... --docs`")}
 
@@ -128,7 +136,7 @@ def _with_app_blocks(page: str, blocks: list[str]) -> str:
 def write_app_docs(doc: dict[str, Any], page: str) -> str:
     """Put (or replace) this app's block in ``page``, keeping the matrix and the other apps."""
     text = _read(page) or "# `forkguard lab`: runs of real apps\n"
-    label = doc["meta"]["app"]
+    label = app_key(doc["meta"])
     blocks = [m.group(0) for m in _APP_BLOCK_RE.finditer(text) if m.group(1) != label]
     with open(page, "w", encoding="utf-8") as fh:
         fh.write(_with_app_blocks(text, [*blocks, app_block(doc)]))

@@ -173,6 +173,7 @@ def _meta(
     return {
         "command": ("forkguard lab " + " ".join(arglist)).strip(),
         "app": plan.run.target.label,
+        "databases": backends_named(plan.run.env),
         "urls": list(plan.run.ops),
         "servers": plan.servers,
         "drivers": [plan.run.target.label],

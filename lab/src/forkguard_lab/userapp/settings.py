@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Callable, Optional
+from urllib.parse import quote
 
 _PLACEHOLDER_RE = re.compile(r"\{(mysql|postgresql)(\+\w+|\.(?:host|port|name|user|password))?\}")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -39,7 +40,9 @@ class Database:
         if suffix.startswith("."):
             value = getattr(self, suffix[1:])
             return "" if value is None else str(value)
-        auth = self.user + (f":{self.password}" if self.password else "")
+        auth = quote(self.user, safe="") + (
+            f":{quote(self.password, safe='')}" if self.password else ""
+        )
         return f"{self.backend}{suffix}://{auth}@{self.host}:{self.port}/{self.name}"
 
 
