@@ -145,7 +145,7 @@ def _run(plan: AppPlan, args: argparse.Namespace, arglist: list[str], backends: 
         results = run_budgeted(labels, plan.budget, plan.requests, progress, run_one)
     meta = {**facts, **_meta(plan, args, arglist, time.monotonic() - t_start)}
     _write_outputs(out_dir, meta, results, as_json=args.json, page=args.docs)
-    return verdict(results, [op for op in plan.run.ops])
+    return verdict(results, list(plan.run.ops))
 
 
 def verdict(results: list[CellResult], ops: list[str]) -> int:
