@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,9 @@ def test_the_wrapper_puts_forkguard_first_only_in_forkguard_cells(tmp_path: Path
         "import forkguard", "", "forkguard.install()"
     ]  # fmt: skip
     assert "import forkguard\n" not in wrapper_source(target, "none")
+    named = parse_target("shop:app", str(APPS))
+    assert replace(named, name='My "shop"').label == 'My "shop"'
+    compile(wrapper_source(replace(named, name='My "shop"'), "none"), "w.py", "exec")
 
 
 def _app_doc(label: str, reqs: int) -> dict[str, Any]:

@@ -97,6 +97,10 @@ def _add_app_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--chdir", metavar="DIR", help="the app's directory (default: here)")
     g.add_argument(
+        "--name",
+        help="what the table and --docs call the app (default: TARGET's module:app)",
+    )
+    g.add_argument(
         "--url",
         action="append",
         default=[],

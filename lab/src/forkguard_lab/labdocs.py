@@ -96,7 +96,7 @@ Every cell is in [docs/lab.md](docs/lab.md).
 def app_key(meta: dict[str, Any]) -> str:
     """Which block of docs/lab.md a ``--app`` run owns: the app and its databases (one run on
     MariaDB and one on PostgreSQL keep a block each)."""
-    return "@".join([meta["app"], *meta.get("databases", [])])
+    return re.sub(r"\s+", "-", "@".join([meta["app"], *meta.get("databases", [])]))
 
 
 def app_block(doc: dict[str, Any]) -> str:

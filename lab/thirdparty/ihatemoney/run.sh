@@ -40,6 +40,7 @@ for db in "${dbs[@]}"; do
   echo "run.sh: ihatemoney on $db -> $out_base/$db" >&2
   status=0
   "$venv/bin/forkguard" lab --app ihatemoney.wsgi:application --chdir "$here" \
+    --name "I Hate Money 7.2.1" \
     --url /demo/ --url /demo/statistics --url /demo/history --url /demo/settle_bills \
     --env "IHATEMONEY_SETTINGS_FILE_PATH=$here/ihatemoney.cfg" \
     --env "IHATEMONEY_DATABASE_URI=$url" \

@@ -48,6 +48,7 @@ for db in "${dbs[@]}"; do
   echo "run.sh: wagtail on $db -> $out_base/$db" >&2
   status=0
   "$venv/bin/forkguard" lab --app mysite.wsgi --chdir "$project" \
+    --name "Wagtail 7.0.10" \
     --url / --url '/search/?query=welcome' --url '/search/?query=home' \
     --env DJANGO_SETTINGS_MODULE=mysite.settings.production \
     --env "WAGTAIL_DB_BACKEND=$db" \

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from ..harness.commands import executable
@@ -57,6 +57,8 @@ def app_plan(args: argparse.Namespace) -> AppPlan:
     if args.docs and not os.path.isdir(os.path.dirname(os.path.abspath(args.docs))):
         raise UsageError(f"--docs {args.docs}: no such directory")
     target = parse_target(args.app, args.chdir)
+    if args.name:
+        target = replace(target, name=args.name)
     env = parse_env(args.env)
     run = AppRun(target, parse_urls(args.url, args.urls), env, args.setup)
     servers = csv_list(args.servers, SERVERS, "servers") if args.servers else list(SERVERS)

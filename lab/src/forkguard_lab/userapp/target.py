@@ -38,10 +38,15 @@ class AppTarget:
     attr: Optional[str]
     chdir: str
     env: dict[str, str] = field(default_factory=dict)
+    name: Optional[str] = None  # what the table and the pages call it (``--name``)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.module}:{self.attr}" if self.attr else self.module
 
     @property
     def label(self) -> str:
-        return f"{self.module}:{self.attr}" if self.attr else self.module
+        return self.name or self.spec
 
 
 def parse_target(spec: str, chdir: Optional[str] = None) -> AppTarget:
