@@ -27,6 +27,12 @@ README_DRIVER = "pymysql"
 # ``forkguard lab --app ... --docs docs/lab.md`` keeps one block per app in the page, below
 # the matrix; regenerating the matrix keeps them.
 APPS_HEADING = "## Other apps, under `forkguard lab --app`"
+APPS_INTRO = (
+    "Each block is one run of `forkguard lab --app` (the recipes for apps nobody here wrote are\n"
+    "in `lab/thirdparty/`), written there by its `--docs`. An app that does not touch its\n"
+    "database at import leaves no connection for the workers to inherit: its unprotected cells\n"
+    "are clean too, and its forkguard cells show that forkguard adds no error of its own."
+)
 _DB_NAMES = {"mysql": "MariaDB", "postgresql": "PostgreSQL"}
 _APP_BLOCK_RE = re.compile(r"<!-- lab-app:(\S+):start -->.*?<!-- lab-app:\1:end -->\n?", re.S)
 
@@ -130,7 +136,7 @@ def _with_app_blocks(page: str, blocks: list[str]) -> str:
     base = _APP_BLOCK_RE.sub("", page).split(APPS_HEADING)[0].rstrip("\n")
     if not blocks:
         return base + "\n"
-    return base + f"\n\n{APPS_HEADING}\n\n" + "\n".join(blocks)
+    return base + f"\n\n{APPS_HEADING}\n\n{APPS_INTRO}\n\n" + "\n".join(blocks)
 
 
 def write_app_docs(doc: dict[str, Any], page: str) -> str:
