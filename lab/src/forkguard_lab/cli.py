@@ -392,7 +392,6 @@ def _run_and_report(plan: Plan, args: argparse.Namespace, arglist: list[str]) ->
         return 3
     finally:
         progress.close()
-    progress.close()
     meta = {**facts, **_meta(plan, args, arglist, time.monotonic() - t_start)}
     json_path = os.path.join(out_dir, "lab.json")
     txt_path = os.path.join(out_dir, "lab.txt")

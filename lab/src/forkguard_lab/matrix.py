@@ -199,14 +199,14 @@ def load_and_measure(
     server's log and the respawn probe."""
     with PssSampler(app_server.worker_pids) as sampler:
         run = run_load(app_server.port, **load)
-    record_load(res, run)
+    _record_load(res, run)
     spans = answer_spans((r.pid, r.t0, r.t1) for r in run.reqs)
-    read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
-    read_errors_and_respawn(res, app_server, respawn_timeout)
+    _read_memory(res, app_server, settled_samples(sampler.samples, spans, WORKERS))
+    _read_errors_and_respawn(res, app_server, respawn_timeout)
     return run
 
 
-def record_load(res: CellResult, load: LoadRun) -> None:
+def _record_load(res: CellResult, load: LoadRun) -> None:
     """What the HTTP load itself saw: answers, errors, mismatched replies, pace."""
     res.requests, res.ok, res.http_errors = load.requests, load.ok, load.http_errors
     res.status_counts = dict(load.status_counts)
@@ -219,7 +219,7 @@ def record_load(res: CellResult, load: LoadRun) -> None:
     res.cut_off = load.cut_off
 
 
-def read_errors_and_respawn(res: CellResult, app_server: AppServer, timeout: float) -> None:
+def _read_errors_and_respawn(res: CellResult, app_server: AppServer, timeout: float) -> None:
     """DB error kinds from the server's log during the load, then the respawn probe and the
     errors it caused, then whether the server itself exited."""
     load_log = app_server.read_log()
@@ -251,7 +251,7 @@ def _check_writes(res: CellResult, load: LoadRun, target: Target, dbname: str) -
     res.failed_but_committed = sum(1 for e in load.failed_writes if e in stored_emails)
 
 
-def read_memory(res: CellResult, app_server: AppServer, during_load: list[dict[int, int]]) -> None:
+def _read_memory(res: CellResult, app_server: AppServer, during_load: list[dict[int, int]]) -> None:
     """The workers' PSS, only from instants when every one of them had loaded the app: the
     settled samples ``during_load`` and readings right after it (see :mod:`.memory`)."""
     port, path = app_server.port, app_server.health_path

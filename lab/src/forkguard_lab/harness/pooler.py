@@ -14,14 +14,13 @@ import os
 import pwd
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
+from .prefork import ServerProcess
 from .servers import ServerUnavailable, free_port
 
 POOL_MODES = ("session", "transaction")
@@ -68,58 +67,43 @@ def private_pgbouncer(
         with open(os.path.join(tmp, "users.txt"), "w") as fh:
             fh.writelines(f'"{user}" ""\n' for user in admin_users)
         with open(os.path.join(tmp, "pgbouncer.ini"), "w") as fh:
+            # No logfile: PgBouncer logs to stderr, which ServerProcess appends to log_path.
             fh.write(
                 f"[databases]\n* = host=127.0.0.1 port={upstream_port}\n[pgbouncer]\n"
                 f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
                 f"auth_type = trust\nauth_file = {tmp}/users.txt\npool_mode = {pool_mode}\n"
                 f"max_client_conn = {max_client_conn}\ndefault_pool_size = {default_pool_size}\n"
                 f"reserve_pool_size = {reserve_pool_size}\n"
-                f"stats_users = {', '.join(admin_users)}\nlogfile = {log_path}\n"
+                f"stats_users = {', '.join(admin_users)}\n"
             )
         as_root = os.geteuid() == 0
         if as_root:
             _hand_over(tmp, "postgres")
         argv = [binary, *(["-u", "postgres"] if as_root else []), f"{tmp}/pgbouncer.ini"]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = ServerProcess(argv, dict(os.environ), log_path)
         try:
-            _wait_for_port(port, proc, log_path)
+            proc.start().wait_until(lambda: _accepts(port), 60, "pgbouncer")
+        except RuntimeError as exc:  # exited at start, or never listened: the log says why
+            proc.stop()
+            raise ServerUnavailable(str(exc)) from exc
+        try:
             yield PgBouncer(port, pool_mode, max_client_conn, default_pool_size,
                             reserve_pool_size, log_path)  # fmt: skip
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.stop(term_timeout=30)
 
 
 def _hand_over(tmp: str, user: str) -> None:
-    """PgBouncer drops root for ``user``, who must read its config and write its log."""
+    """PgBouncer drops root for ``user``, who must read its config."""
     entry = pwd.getpwnam(user)
     os.chmod(tmp, 0o755)
     for name in ("", "users.txt", "pgbouncer.ini"):
         os.chown(os.path.join(tmp, name), entry.pw_uid, entry.pw_gid)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log_path: str) -> None:
-    """Until the port accepts; ServerUnavailable with the log if PgBouncer exits or never
-    listens."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerUnavailable(f"pgbouncer exited with {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise ServerUnavailable(f"pgbouncer did not listen on {port}:\n{_tail(log_path)}")
-
-
-def _tail(path: str) -> str:
+def _accepts(port: int) -> bool:
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return "".join(fh.readlines()[-15:])
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except OSError:
-        return "(no log)"
+        return False
+    return True
