@@ -1,17 +1,20 @@
 """Instructions per bare checkout + checkin, counted by valgrind's callgrind.
 
 CPU time on a shared 2-core machine moves by more than forkguard's whole cost from one round to
-the next; an instruction count does not (the same program, inputs and hash seed give the same
-count, or one within a few hundred instructions of it, whatever else the machine runs). So the
-split of the bare checkout's cost - SQLAlchemy's price for any ``checkout`` listener, then
-forkguard's own code - is also given as instructions.
+the next; an instruction count does not. So the split of the bare checkout's cost - SQLAlchemy's
+price for any ``checkout`` listener, then forkguard's own code - is also given as instructions.
 
-Each configuration runs in a child process under ``valgrind --tool=callgrind``, twice: with
-``small`` and with ``large`` checkouts after the same warm-up. Start-up (interpreter, imports,
-the first connection) is the same in both, so ``(I_large - I_small) / (large - small)`` is the
-count for one checkout + checkin. The cyclic GC is paused during the counted loop (the
-timed benchmark keeps it on), so a collection landing in one run and not the other does not
-count as anyone's cost.
+Each configuration runs in a child process under ``valgrind --tool=callgrind``, with ``small``
+and with ``large`` checkouts after the same warm-up, and ``(I_large - I_small) / (large -
+small)`` is the count for one checkout + checkin. Only the counted loop is counted: it runs
+inside ``functools.reduce`` and callgrind collects only while that C function is on the stack
+(``--collect-atstart=no --toggle-collect=functools_reduce``). Counting the whole process instead
+let start-up work that differs from one start to the next land in the difference: the import
+system re-listing a directory whose mtime another run had just changed, a 1-second cache
+expiring at a different point under valgrind's slowdown - up to ~750 instructions "per
+checkout" in one of three starts, none of it in the loop. The cyclic GC is paused during the
+counted loop (the timed benchmark keeps it on), so a collection landing in one run and not the
+other does not count as anyone's cost.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .timing import median
 
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 WARMUP = 200
+# The C function the counted loop runs in: nothing on a checkout's path calls it.
+COUNTED_FUNCTION = "functools_reduce"
 
 
 def available() -> bool:
@@ -43,6 +48,8 @@ def _count(config: str, n: int, url: str, timeout: float, repeat: int = 0) -> in
             "valgrind",
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",
+            "--collect-atstart=no",
+            f"--toggle-collect={COUNTED_FUNCTION}",
             sys.executable,
             "-m",
             "forkguard_lab.bench.instructions",
@@ -74,11 +81,10 @@ def run_instructions(
 ) -> dict[str, Any]:
     """Instructions per bare checkout + checkin for every configuration of the bare benchmark.
 
-    A count is the same for the same process started the same way, but not quite across
-    starts (seen here: one configuration off by ~800 instructions per checkout in one of
-    several runs, the others identical), so every (configuration, size) runs ``repeats``
-    times, each repeat under a different environment size (which moves the initial stack),
-    and the figures are medians over repeats, with their range.
+    Every (configuration, size) runs ``repeats`` times, each under a different environment
+    size (which moves the initial stack and so every address), and the figures are medians
+    over repeats with their range: the range shows how much the layout of one start moves a
+    count of the loop alone.
     """
     url = BACKENDS[backend]
     jobs = [(c, n, r) for r in range(repeats) for c in BARE_CONFIGS for n in (small, large)]
@@ -113,7 +119,8 @@ def run_instructions(
 
 
 def _child(argv: Sequence[str]) -> None:
-    """One configuration, ``WARMUP`` + n bare checkouts (what callgrind counts)."""
+    """One configuration, ``WARMUP`` + n bare checkouts; callgrind counts the n."""
+    import functools
     import gc
 
     import sqlalchemy as sa
@@ -131,8 +138,13 @@ def _child(argv: Sequence[str]) -> None:
     # the effect), so the cyclic GC waits until the counted loop is over.
     gc.collect()
     gc.disable()
-    for _ in range(n):
+
+    def checkout_and_checkin(done: int, _: int) -> int:
         pool.connect().close()
+        return done + 1
+
+    if functools.reduce(checkout_and_checkin, range(n), 0) != n:
+        raise RuntimeError("the counted loop did not run")
     _set_config("unguarded")
     engine.dispose()
 
