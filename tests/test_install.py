@@ -190,7 +190,13 @@ def test_after_fork_steps_run_in_one_fixed_order_whatever_the_install_order():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "['sqlalchemy', 'django']", proc.stderr
-    assert [name for name, _, _ in _integration.KNOWN] == ["sqlalchemy", "django"]
+    # Database integrations first, then the network clients (their step is the core's alone).
+    assert [name for name, _, _ in _integration.KNOWN] == [
+        "sqlalchemy",
+        "django",
+        "urllib3",
+        "httpx",
+    ]
 
 
 def test_install_again_restores_listeners_someone_cleared(make_engine):

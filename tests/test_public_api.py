@@ -31,6 +31,9 @@ PUBLIC = {
     "forkguard.django": ["install", "uninstall"],
     "forkguard.celery": ["install"],
     "forkguard.asyncio": ["install", "uninstall"],
+    # Client adapters: installed by forkguard.install() when their library is imported.
+    "forkguard.urllib3": [],
+    "forkguard.httpx": [],
     "forkguard.doctor": ["Finding", "ProbeError", "Spec", "analyze", "run_probe"],
     # For measuring forkguard itself (the benchmarks), not for applications.
     "forkguard.testing": ["fork_check", "has_fork_marker"],

@@ -14,7 +14,7 @@ import logging
 import os
 from typing import Any
 
-from . import _fork, _freeze, _integration, _origin, _pipeline, _registry, _stats
+from . import _fork, _freeze, _integration, _origin, _pipeline, _registry, _sockets, _stats
 from ._config import configure, load_environment, settings
 
 log = logging.getLogger("forkguard")
@@ -30,7 +30,8 @@ def install(
     resilient: bool | None = None,
     orm_fork_check: bool | None = None,
 ) -> None:
-    """Make every SQLAlchemy engine and Django connection in this process fork-safe.
+    """Make every SQLAlchemy engine, Django connection and HTTP client pool (urllib3 and so
+    requests; httpx) in this process fork-safe.
 
     Idempotent. Reads ``FORKGUARD_MODE``, ``FORKGUARD_TRACE``, ``FORKGUARD_FREEZE_GC``,
     ``FORKGUARD_RESILIENT`` and ``FORKGUARD_ORM_FORK_CHECK`` first; arguments win over the
@@ -86,9 +87,11 @@ def start(caller: str, site: str | None) -> None:
     _fork.set_before_fork(_pipeline.before_fork)
     _fork.activate()
     parent = _fork.pending_fork()
-    inherited = [s for s in _registry.inherited() if not s.neutralized]
+    # The owners of what this process holds but did not open: connections, then client sockets.
+    inherited = [s.owner_pid for s in _registry.inherited() if not s.neutralized]
+    inherited += [s.owner_pid for s in _sockets.inherited() if not s.neutralized]
     if parent is None and inherited:
-        parent = inherited[0].owner_pid  # forkguard itself was imported after the fork
+        parent = inherited[0]  # forkguard itself was imported after the fork
     if parent is None:
         return
     _fork.handle_late(parent)
@@ -114,6 +117,7 @@ def uninstall() -> None:
     _freeze.disable()
     _fork.deactivate()
     _registry.clear()
+    _sockets.clear()
     _installed = False
 
 

@@ -34,6 +34,8 @@ class Integration:
 KNOWN: tuple[tuple[str, str, str], ...] = (
     ("sqlalchemy", "sqlalchemy", "forkguard.sqlalchemy"),
     ("django", "django.db", "forkguard.django"),
+    ("urllib3", "urllib3", "forkguard.urllib3"),
+    ("httpx", "httpcore", "forkguard.httpx"),
 )
 _ORDER = {name: index for index, (name, _, _) in enumerate(KNOWN)}
 _installed: dict[str, Integration] = {}

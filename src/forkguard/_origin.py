@@ -33,6 +33,12 @@ _LIBRARY_MODULES = (
     "contextlib",
     "threading",
     "runpy",
+    "urllib3",
+    "requests",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "sniffio",
 )
 
 

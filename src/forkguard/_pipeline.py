@@ -2,7 +2,8 @@
 
 0. integrations whose library was imported since ``install()`` are installed;
 1. every inherited socket is silenced (the core invariant: before anything else can run, no
-   inherited connection can send a byte to the server);
+   inherited connection can send a byte to the server): database connections, then the
+   sockets of network clients (HTTP keep-alive pools);
 2. each integration's own after-fork step, in :data:`forkguard._integration.KNOWN`'s order
    (SQLAlchemy: stand-ins, fresh pools, sessions reset; Django: wrappers let go);
 3. the GC freeze (``freeze_gc``).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import _freeze, _integration, _registry, _report, _stats
+from . import _freeze, _integration, _registry, _report, _sockets, _stats
 
 
 def after_fork(parent_pid: int) -> None:
@@ -22,6 +23,7 @@ def after_fork(parent_pid: int) -> None:
     _stats.counters.forks_seen += 1
     _report.run_step("integration discovery", _integration.discover)
     _report.run_step("neutralizing inherited connections", _registry.neutralize_inherited)
+    _report.run_step("neutralizing inherited client sockets", _sockets.neutralize_inherited)
     for integration in _integration.installed():
         _report.run_step(f"{integration.name} after-fork step", _bind(integration, parent_pid))
     _report.run_step("gc freeze", lambda: _freeze.after_fork(parent_pid))

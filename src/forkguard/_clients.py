@@ -1,0 +1,69 @@
+"""What the network-client adapters share: wrap the one function through which a library opens
+its connections, and record each socket it returns.
+
+A database driver's connections reach forkguard through SQLAlchemy's and Django's events.
+urllib3 and httpcore have no such hook, so each adapter (:mod:`forkguard.urllib3`,
+:mod:`forkguard.httpx`) wraps the single function every connection of that library is opened
+through, and the wrapper only records the new socket with :mod:`._sockets`: one ``fstat`` and
+one walk up the stack per new connection, nothing per request. ``uninstall()`` puts the
+originals back. Recording never breaks the caller's request: if it raises, the error is
+reported (and counted) and the connection is returned as the library made it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import _origin, _report, _sockets
+
+_MARK = "__forkguard_records__"
+
+
+@dataclass(frozen=True)
+class _Wrapped:
+    integration: str
+    owner: Any
+    name: str
+    original: Any
+    owned: bool  # the attribute was the owner's own (not inherited from a base class)
+
+
+_wrapped: list[_Wrapped] = []
+
+
+def wrap(integration: str, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+    """Replace ``owner.name`` by ``make(original)`` (once; a no-op if it is already ours)."""
+    original = getattr(owner, name, None)
+    if original is None or getattr(original, _MARK, False):
+        return
+    replacement = functools.wraps(original)(make(original))
+    setattr(replacement, _MARK, True)
+    owned = name in vars(owner)
+    setattr(owner, name, replacement)
+    _wrapped.append(_Wrapped(integration, owner, name, original, owned))
+
+
+def unwrap_all(integration: str) -> None:
+    """Put back every original ``integration`` replaced, newest first."""
+    for item in reversed([w for w in _wrapped if w.integration == integration]):
+        if item.owned:
+            setattr(item.owner, item.name, item.original)
+        else:
+            delattr(item.owner, item.name)
+        _wrapped.remove(item)
+
+
+def record(sock: Any, library: str) -> None:
+    """Guard a socket a client library just opened, naming the user's line that caused it."""
+    try:
+        _sockets.track(sock, library=library, opened_at=_origin.opening_site(2))
+    except Exception:
+        _report.step_failed(f"recording a new {library} connection")
+
+
+def record_found(sock: Any, library: str) -> None:
+    """Guard a socket that was already open when forkguard was installed (maybe inherited)."""
+    if sock is not None:
+        _sockets.track(sock, library=library, found=True)
