@@ -172,6 +172,16 @@ def test_results_json_has_the_orm_path(quick_run: tuple[Path, Path, str]) -> Non
             assert "median" in a["orm_check_own_ns"]
 
 
+def test_results_json_has_the_http_client(quick_run: tuple[Path, Path, str]) -> None:
+    """Issue 22: requests per second through a keep-alive requests.Session, with / without."""
+    out, docs, stdout = quick_run
+    clients = json.loads((out / "results.json").read_text())["clients"]
+    assert clients["connections"] == 1  # every request reused the session's one connection
+    assert clients["rps_ratio"]["n"] == 3 and clients["rps_ratio"]["median"] > 0
+    assert "## 1c. HTTP clients" in (docs / "benchmarks.md").read_text()
+    assert "HTTP client: requests per second" in stdout
+
+
 def test_outputs_and_docs_are_written(quick_run: tuple[Path, Path, str]) -> None:
     out, docs, stdout = quick_run
     for name in ("summary.txt", report.IMG_OVERVIEW, report.IMG_MEMORY):

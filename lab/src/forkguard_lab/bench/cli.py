@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from . import figures, instructions, machine, report
+from .clients import ClientsConfig, run_clients
 from .hotpath import BACKENDS, HotPathConfig, run_forkcost, run_hotpath
 from .orm import OrmConfig, run_orm
 from .prefork import PREFORK_BACKENDS, SERVERS, PreforkConfig, run_prefork
@@ -33,7 +34,7 @@ HELP = "measure forkguard's cost and preloading's savings"
 
 log = logging.getLogger("forkguard_lab.bench")
 
-PARTS = ("hotpath", "orm", "instructions", "fork", "prefork")
+PARTS = ("hotpath", "orm", "clients", "instructions", "fork", "prefork")
 DEFAULT_OUT = "bench-results"
 # The prefork settings runs must share to be pooled.
 POOL_MUST_MATCH = ("servers", "workers", "mb", "load_seconds", "backend")
@@ -244,6 +245,9 @@ def _measure(args: argparse.Namespace, doc: dict[str, Any]) -> bool:
             doc["hotpath"] = run_hotpath(hot_cfg, backends)
         if "orm" in args.only:
             doc["orm"] = run_orm(orm_cfg, backends)
+        if "clients" in args.only:
+            quick_clients = ClientsConfig(rounds=3, requests_per_round=20)
+            doc["clients"] = run_clients(quick_clients if args.quick else ClientsConfig())
         if "instructions" in args.only:
             doc["instructions"] = _instructions(bool(args.quick))
         if "fork" in args.only:

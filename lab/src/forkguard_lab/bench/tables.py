@@ -166,3 +166,26 @@ def orm_rows(doc: dict[str, Any]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+CLIENTS_HEADER = (
+    "client (keep-alive, private HTTPS server)",
+    "requests / s without",
+    "with / without (requests per second)",
+    "client CPU per request, with / without",
+)
+
+
+def client_rows(doc: dict[str, Any]) -> list[list[str]]:
+    res = doc.get("clients")
+    if not res or "rps_ratio" not in res:
+        return []
+    unguarded_ns = res["wall_ns"]["unguarded"]["median"]
+    return [
+        [
+            f"{res['client']} Session, {res['config']['requests_per_round']} GETs per round",
+            fmt(1e9 / unguarded_ns if unguarded_ns else float("nan"), "{:.0f}"),
+            ratio_cell(res["rps_ratio"]),
+            ratio_cell(res["cpu_ratio"]),
+        ]
+    ]

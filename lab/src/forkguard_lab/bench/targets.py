@@ -26,6 +26,7 @@ from .terms import FLOOR, NOT_MEASURED, VARIANT_LABELS
 
 HOT_TARGET = 1.02
 ORM_TARGET = 1.02
+CLIENT_RPS_TARGET = 0.98
 BARE_TARGET_NS = 1000.0
 OWN_NS_TARGET = 300.0
 OWN_INSTRUCTIONS_TARGET = 500.0
@@ -140,6 +141,21 @@ def _orm(t: Targets, doc: dict[str, Any]) -> None:
         r["median"] <= ORM_TARGET,
         spread=(r["q1"], r["q3"]),
         extra=f"floor (any do_orm_execute listener) {fmt(floor, '{:.3f}')}",
+    )
+
+
+def _clients(t: Targets, doc: dict[str, Any]) -> None:
+    res = doc.get("clients")
+    if not res or "rps_ratio" not in res:
+        return
+    r = res["rps_ratio"]
+    t.add(
+        "HTTP client: requests per second through a keep-alive requests.Session, "
+        "forkguard / unguarded",
+        f">= {CLIENT_RPS_TARGET}",
+        r["median"],
+        r["median"] >= CLIENT_RPS_TARGET,
+        spread=(r["q1"], r["q3"]),
     )
 
 
@@ -274,6 +290,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     t = Targets()
     _hot(t, doc)
     _orm(t, doc)
+    _clients(t, doc)
     _prefork(t, doc)
     _dispose(t, doc)
     return t.out

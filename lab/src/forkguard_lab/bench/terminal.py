@@ -9,11 +9,13 @@ from .machine import one_line
 from .server_tables import MEMORY_HEADER, RATIO_HEADER, dispose_table, memory_rows, ratio_rows
 from .tables import (
     BARE_HEADER,
+    CLIENTS_HEADER,
     FORK_HEADER,
     HOT_HEADER,
     INSTRUCTION_HEADER,
     ORM_HEADER,
     bare_rows,
+    client_rows,
     fork_rows,
     hotpath_rows,
     instruction_rows,
@@ -59,6 +61,12 @@ def _in_process(doc: dict[str, Any]) -> list[str]:
             "",
             "ORM path: Session.execute(select(Model).where(Model.id == 1)), ratios median (Q1-Q3)",
             md_table(ORM_HEADER, orm_rows(doc)),
+        ]
+    if client_rows(doc):
+        parts += [
+            "",
+            "HTTP client: requests per second",
+            md_table(CLIENTS_HEADER, client_rows(doc)),
         ]
     if doc.get("forkcost"):
         parts += ["", f"{FORK_TITLE} (ms)", md_table(FORK_HEADER, fork_rows(doc))]

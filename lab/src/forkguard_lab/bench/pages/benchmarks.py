@@ -15,17 +15,26 @@ from ..server_tables import (
 )
 from ..tables import (
     BARE_HEADER,
+    CLIENTS_HEADER,
     FORK_HEADER,
     HOT_HEADER,
     INSTRUCTION_HEADER,
     ORM_HEADER,
     bare_rows,
+    client_rows,
     fork_rows,
     hotpath_rows,
     instruction_rows,
     orm_rows,
 )
-from ..targets import ORM_TARGET, OWN_INSTRUCTIONS_TARGET, OWN_NS_TARGET, TARGET_HEADER, target_rows
+from ..targets import (
+    CLIENT_RPS_TARGET,
+    ORM_TARGET,
+    OWN_INSTRUCTIONS_TARGET,
+    OWN_NS_TARGET,
+    TARGET_HEADER,
+    target_rows,
+)
 from ..terms import IMG_MEMORY, IMG_OVERVIEW
 from . import shared
 from .shared import COW_MD, header, respawn_floor_md, settling_md
@@ -33,7 +42,7 @@ from .shared import COW_MD, header, respawn_floor_md, settling_md
 
 def benchmarks_md(doc: dict[str, Any]) -> str:
     sections = [_bench_intro(doc), _hot_section(doc), _bare_section(doc), _time_goes(doc)]
-    sections += [[orm_md(doc)]]
+    sections += [[orm_md(doc), clients_md(doc)]]
     sections += [_fork_section(doc), _prefork_section(doc)]
     return "\n".join(part for section in sections for part in section)
 
@@ -198,6 +207,25 @@ def orm_md(doc: dict[str, Any]) -> str:
         "of forkguard's code; a new session adds one checkout (forkguard's checkout listener) "
         "and one `after_begin` (forkguard notes which engine the session uses: once per "
         "transaction, not per statement); a Flask-SQLAlchemy request is one such session.\n"
+    )
+
+
+def clients_md(doc: dict[str, Any]) -> str:
+    rows = client_rows(doc)
+    if not rows:
+        return ""
+    cfg = doc["clients"]["config"]
+    return (
+        "## 1c. HTTP clients: requests through a keep-alive `requests.Session`\n\n"
+        "The hot path's method again (one process, `install()` / `uninstall()` between "
+        f"{cfg.get('rounds')} interleaved rounds, paired per-round ratios, wall time) on one "
+        "`requests.Session` calling a private HTTPS echo server on 127.0.0.1 (TLS, keep-alive). "
+        "forkguard's urllib3 adapter runs only when urllib3 opens a connection; the harness "
+        "checks before every round that the adapter is in place exactly when forkguard is "
+        "installed, and at the end that the server saw one connection in all (every request "
+        f"reused it). Target: with / without >= {CLIENT_RPS_TARGET}.\n\n"
+        + md_table(CLIENTS_HEADER, rows)
+        + "\n"
     )
 
 
