@@ -33,7 +33,7 @@ $(SA14_STAMP): pyproject.toml $(STAMP)
 venv: $(STAMP) $(SA14_STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/forkguard lab --quick
+	$(VENV)/bin/forkguard lab --quick --clients
 
 test: $(STAMP) $(SA14_STAMP)
 	FORKGUARD_NO_SKIP=1 $(PY) -m pytest $(PYTEST_ARGS)

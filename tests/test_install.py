@@ -190,12 +190,14 @@ def test_after_fork_steps_run_in_one_fixed_order_whatever_the_install_order():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "['sqlalchemy', 'django']", proc.stderr
-    # Database integrations first, then the network clients (their step is the core's alone).
+    # Database integrations first, then the network clients.
     assert [name for name, _, _ in _integration.KNOWN] == [
         "sqlalchemy",
         "django",
         "urllib3",
         "httpx",
+        "pika",
+        "amqp",
     ]
 
 

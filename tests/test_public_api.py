@@ -34,6 +34,8 @@ PUBLIC = {
     # Client adapters: installed by forkguard.install() when their library is imported.
     "forkguard.urllib3": [],
     "forkguard.httpx": [],
+    "forkguard.pika": [],
+    "forkguard.amqp": [],
     "forkguard.doctor": ["Finding", "ProbeError", "Spec", "analyze", "run_probe"],
     # For measuring forkguard itself (the benchmarks), not for applications.
     "forkguard.testing": ["fork_check", "has_fork_marker"],

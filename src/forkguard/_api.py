@@ -30,8 +30,8 @@ def install(
     resilient: bool | None = None,
     orm_fork_check: bool | None = None,
 ) -> None:
-    """Make every SQLAlchemy engine, Django connection and HTTP client pool (urllib3 and so
-    requests; httpx) in this process fork-safe.
+    """Make every SQLAlchemy engine, Django connection, HTTP client pool (urllib3 and so
+    requests; httpx) and AMQP connection (pika; py-amqp, kombu's) in this process fork-safe.
 
     Idempotent. Reads ``FORKGUARD_MODE``, ``FORKGUARD_TRACE``, ``FORKGUARD_FREEZE_GC``,
     ``FORKGUARD_RESILIENT`` and ``FORKGUARD_ORM_FORK_CHECK`` first; arguments win over the

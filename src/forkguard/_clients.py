@@ -13,10 +13,13 @@ reported (and counted) and the connection is returned as the library made it.
 from __future__ import annotations
 
 import functools
+import os
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import _origin, _report, _sockets
+from . import _inert, _origin, _report, _sockets
+from ._errors import InheritedConnectionError
 
 _MARK = "__forkguard_records__"
 
@@ -55,15 +58,54 @@ def unwrap_all(integration: str) -> None:
         _wrapped.remove(item)
 
 
-def record(sock: Any, library: str) -> None:
+def record(sock: Any, library: str) -> _sockets.TrackedSocket | None:
     """Guard a socket a client library just opened, naming the user's line that caused it."""
     try:
-        _sockets.track(sock, library=library, opened_at=_origin.opening_site(2))
+        return _sockets.track(sock, library=library, opened_at=_origin.opening_site(2))
     except Exception:
         _report.step_failed(f"recording a new {library} connection")
+        return None
 
 
-def record_found(sock: Any, library: str) -> None:
+def record_found(sock: Any, library: str) -> _sockets.TrackedSocket | None:
     """Guard a socket that was already open when forkguard was installed (maybe inherited)."""
-    if sock is not None:
-        _sockets.track(sock, library=library, found=True)
+    if sock is None:
+        return None
+    return _sockets.track(sock, library=library, found=True)
+
+
+class InheritedObjects:
+    """Client connection objects that must fail loudly in a child (AMQP): each recorded with
+    its socket's record; after a fork, those another process opened are made inert
+    (:mod:`._inert`) once the core has silenced their sockets."""
+
+    def __init__(self, library: str, answers: dict[str, Any]) -> None:
+        self.library = library
+        self.answers = answers
+        self._opened: weakref.WeakKeyDictionary[Any, _sockets.TrackedSocket] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def record(
+        self, conn: Any, sock: Any, *, found: bool = False, parts: tuple[Any, ...] = ()
+    ) -> None:
+        """``parts``: objects that reach the socket without going through ``conn`` (pika's
+        channels write through the connection's impl), made inert with it."""
+        state = record_found(sock, self.library) if found else record(sock, self.library)
+        if state is not None:
+            for obj in (conn, *parts):
+                self._opened[obj] = state
+
+    def after_fork(self, parent_pid: int) -> None:
+        pid = os.getpid()
+        for conn, state in list(self._opened.items()):
+            if state.owner_pid != pid:
+                _inert.make_inert(conn, functools.partial(_for_client, state), self.answers)
+                del self._opened[conn]
+
+    def clear(self) -> None:
+        self._opened.clear()
+
+
+def _for_client(state: _sockets.TrackedSocket) -> InheritedConnectionError:
+    return InheritedConnectionError.for_client(state)

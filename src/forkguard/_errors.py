@@ -47,3 +47,16 @@ class InheritedConnectionError(ForkguardError):
             "(not at import time), or run `forkguard doctor` to find where."
         ) + state.stack_text()
         return cls(message, parent_pid=state.owner_pid, url=state.url, opened_at=state.opened_at)
+
+    @classmethod
+    def for_client(cls: type[E], state: Any) -> E:
+        """The error for a use of an inherited client connection (AMQP; ``state`` is a
+        ``TrackedSocket``) here: it cannot reconnect by itself mid-channel, so it fails."""
+        message = (
+            f"forkguard: pid {os.getpid()} tried to use a {state.library} connection it "
+            f"inherited through fork(): {state.describe()}. Its socket belongs to pid "
+            f"{state.owner_pid}; forkguard has cut this process off from it (a message sent on "
+            "it would have been lost). Open the connection after the fork - in the worker, "
+            "not at import time - or run `forkguard doctor` to find where."
+        )
+        return cls(message, parent_pid=state.owner_pid, opened_at=state.opened_at)

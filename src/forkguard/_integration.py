@@ -36,6 +36,8 @@ KNOWN: tuple[tuple[str, str, str], ...] = (
     ("django", "django.db", "forkguard.django"),
     ("urllib3", "urllib3", "forkguard.urllib3"),
     ("httpx", "httpcore", "forkguard.httpx"),
+    ("pika", "pika", "forkguard.pika"),
+    ("amqp", "amqp", "forkguard.amqp"),
 )
 _ORDER = {name: index for index, (name, _, _) in enumerate(KNOWN)}
 _installed: dict[str, Integration] = {}

@@ -39,6 +39,9 @@ _LIBRARY_MODULES = (
     "httpcore",
     "anyio",
     "sniffio",
+    "pika",
+    "amqp",
+    "kombu",
 )
 
 

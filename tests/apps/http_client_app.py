@@ -1,9 +1,16 @@
-"""A preloaded WSGI app that builds an HTTP client at import and uses it once, as apps do with
-a ``requests.Session`` for an API they call (a health check, a token fetch at start-up).
+"""A preloaded WSGI app that builds a network client at import and uses it there, as apps do
+(a token fetched from an API at start-up, a queue declared by a publisher).
 
-Each request to ``/`` makes one GET through that session to the private HTTPS echo server and
-answers whether the reply was its own. FG_GUARD=1 installs forkguard first; FG_CLIENT picks the
-client (``requests`` or ``httpx``). Served by tests/test_http_clients_prefork.py.
+FG_CLIENT picks the client:
+
+* ``requests`` / ``httpx``: each request to ``/`` makes one GET through the import-time client
+  to the private HTTPS echo server (FG_ECHO_URL, FG_ECHO_CA) and answers whether the reply was
+  its own;
+* ``pika``: each request publishes one message, with publisher confirms, on the connection
+  opened at import - reopened first if it reports itself closed, the usual guard of a
+  long-lived publisher (with forkguard an inherited connection says it is closed).
+
+FG_GUARD=1 installs forkguard first. Served by tests/test_http_clients_prefork.py.
 """
 
 from __future__ import annotations
@@ -18,32 +25,56 @@ if os.environ.get("FG_GUARD") == "1":
 
     forkguard.install()
 
-ECHO_URL = os.environ["FG_ECHO_URL"]
 _counter = itertools.count()
 
 
-def _make_client() -> Callable[[str, dict[str, str]], str]:
+def _http_client() -> Callable[[str], str]:
+    url, ca = os.environ["FG_ECHO_URL"], os.environ["FG_ECHO_CA"]
     if os.environ.get("FG_CLIENT") == "httpx":
         import httpx
 
-        client = httpx.Client(verify=os.environ["FG_ECHO_CA"], timeout=10)
-        return lambda url, headers: client.get(url, headers=headers).text
+        client = httpx.Client(verify=ca, timeout=10)
+        return lambda rid: client.get(f"{url}/{rid}", headers={"X-Echo-Id": rid}).text
     import requests
 
     session = requests.Session()
     session.trust_env = False
-    session.verify = os.environ["FG_ECHO_CA"]
-    return lambda url, headers: session.get(url, headers=headers, timeout=10).text
+    session.verify = ca
+    return lambda rid: session.get(f"{url}/{rid}", headers={"X-Echo-Id": rid}, timeout=10).text
 
 
-get = _make_client()
-get(f"{ECHO_URL}/startup", {"X-Echo-Id": "startup"})  # the pool now holds one connection
+class Publisher:
+    """One pika connection and a confirming channel, reopened if it says it is closed."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self._open()
+
+    def _open(self) -> None:
+        import pika
+
+        self.conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        self.channel = self.conn.channel()
+        self.channel.confirm_delivery()
+        self.channel.queue_declare(self.queue)
+
+    def __call__(self, rid: str) -> str:
+        if self.conn.is_closed:
+            self._open()
+        self.channel.basic_publish("", self.queue, rid.encode())  # raises unless confirmed
+        return f"{rid} published"
+
+
+call: Callable[[str], str] = (
+    Publisher(os.environ["FG_QUEUE"]) if os.environ.get("FG_CLIENT") == "pika" else _http_client()
+)
+call("startup")  # the client now holds an open connection
 
 
 def application(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     request_id = f"{os.getpid()}-{next(_counter)}"
     try:
-        body = get(f"{ECHO_URL}/{request_id}", {"X-Echo-Id": request_id})
+        body = call(request_id)
         reply = {"pid": os.getpid(), "ok": True, "own": body.startswith(f"{request_id} ")}
     except Exception as exc:  # the shared-socket failures are exceptions of many kinds
         reply = {"pid": os.getpid(), "ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}

@@ -39,6 +39,14 @@ RUNS = {
         "--requests", "150",
         "--budget", "120",
     ],
+    "clients": [
+        "--servers", "uwsgi,gunicorn",
+        "--drivers", "pymysql",
+        "--strategies", "dispose-noclose,forkguard",
+        "--clients",
+        "--requests", "150",
+        "--budget", "150",
+    ],
     "memory": [
         "--servers", "uwsgi,gunicorn",
         "--drivers", "pymysql",

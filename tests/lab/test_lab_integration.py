@@ -84,6 +84,24 @@ def test_through_pgbouncer_forkguard_is_clean_and_no_fix_breaks(
     assert lab_runs["pooler"]["rc"] == 0
 
 
+def test_clients_variant_forkguard_clean_and_the_database_recipe_not_enough(
+    lab_runs: dict[str, dict[str, Any]],
+) -> None:
+    """--clients: the app also calls an HTTPS API through a session it used at import.
+    SQLAlchemy's recipe (dispose(close=False)) fixes the database, not the HTTP client: its
+    cells fail on the inherited keep-alive connection; forkguard's are clean."""
+    cells = _cells(lab_runs, "clients")
+    assert lab_runs["clients"]["doc"]["meta"]["clients"] is True
+    by = {(c["server"], c["strategy"]): c for c in cells}
+    for server in ("uwsgi", "gunicorn"):
+        ours, recipe = by[(server, "forkguard")], by[(server, "dispose-noclose")]
+        assert ours["requests"] >= 50 and ours["clean"], _where(ours) + f": {ours}"
+        assert recipe["http_errors"] > 0, f"{_where(recipe)}: {recipe}"
+        http_kinds = set(recipe["db_error_kinds"]) - {"2006 gone away", "2013 lost connection"}
+        assert http_kinds, f"{_where(recipe)}: {recipe['db_error_kinds']}"
+    assert lab_runs["clients"]["rc"] == 0
+
+
 def test_forkguard_workers_use_less_memory_than_lazy_loading(
     lab_runs: dict[str, dict[str, Any]],
 ) -> None:

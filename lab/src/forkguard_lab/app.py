@@ -16,6 +16,10 @@ same file runs every cell of the lab:
 * ``fsa3`` - the modern idiom, ``with app.app_context(): configure_db()``: the connection goes
   back to the pool, and the master holds a pooled (checked-in) connection.
 
+``FORKGUARD_LAB_CLIENT_URL`` / ``FORKGUARD_LAB_CLIENT_CA``: the ``--clients`` variant. The app
+also builds a ``requests.Session`` at import, calls that HTTPS API once there, and again in
+every ``/echo``: the master's keep-alive connection is inherited like its database connection.
+
 ``FORKGUARD_LAB_INSTALL_AT``, where strategy ``forkguard`` calls ``forkguard.install()``:
 ``import`` (default, at the top, before any engine exists) or ``postfork`` (in the server's
 post-fork hook, in every worker, after the master made its engine and connection). With
@@ -96,8 +100,11 @@ else:
 
 # Log one marker line and answer 500, as Flask does without a handler (see views).
 views.add_error_marker(app, _log_error)
+# The --clients variant: an HTTP API called through a session built (and used) at import.
+CLIENT_URL = os.environ.get("FORKGUARD_LAB_CLIENT_URL")
+remote = views.RemoteApi(CLIENT_URL, os.environ["FORKGUARD_LAB_CLIENT_CA"]) if CLIENT_URL else None
 # /echo, /user (GET: User.query, or db.session.query with ?flavor=session; POST: save()).
-views.add_user_routes(app, db, User, lookup="flavor")
+views.add_user_routes(app, db, User, lookup="flavor", remote=remote)
 
 
 @app.get("/health")

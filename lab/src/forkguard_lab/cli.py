@@ -16,9 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from . import DRIVERS, POOLED_DRIVERS, STRATEGIES
+from .harness.https_echo import private_https_echo
 from .harness.servers import ServerUnavailable, missing_binaries_message
 from .labdocs import END as LAB_END
 from .labdocs import START as LAB_START
@@ -169,6 +170,12 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         help="fsa2 (default, as in the bug report: app context pushed at import, session "
         "holds its connection) or fsa3 (with app.app_context(): connection pooled)",
     )
+    p.add_argument(
+        "--clients",
+        action="store_true",
+        help="the app also calls an HTTPS API (a private echo server, keep-alive) through a "
+        "requests.Session it builds and uses at import, again in every /echo request",
+    )
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -264,6 +271,8 @@ def _run_cells(
         modes = sorted({POOLED_DRIVERS[d] for d in plan.drivers if d in POOLED_DRIVERS})
         pooled = pooled_targets(stack, targets["postgresql"], modes, progress) if modes else {}
         workdir = cell_workdir(stack, args.keep_logs, out_dir)
+        if args.clients:
+            stack.enter_context(_https_api(progress))
         cells = plan.cells
 
         def target(driver: str) -> Target:
@@ -292,6 +301,21 @@ def _run_cells(
         return run_budgeted(labels, plan.budget, plan.requests, progress, run_one)
 
 
+@contextlib.contextmanager
+def _https_api(progress: Progress) -> Iterator[None]:
+    """``--clients``: a private HTTPS echo server for the whole run; every cell's app (its
+    environment is a copy of this process's) finds it in FORKGUARD_LAB_CLIENT_URL / _CA."""
+    progress.cell("starting a private HTTPS echo server (--clients)")
+    with private_https_echo() as echo:
+        names = {"FORKGUARD_LAB_CLIENT_URL": echo.url, "FORKGUARD_LAB_CLIENT_CA": echo.ca_path}
+        os.environ.update(names)
+        try:
+            yield
+        finally:
+            for name in names:
+                os.environ.pop(name, None)
+
+
 def _meta(
     plan: Plan, args: argparse.Namespace, argv: Sequence[str], elapsed: float
 ) -> dict[str, Any]:
@@ -305,6 +329,7 @@ def _meta(
         "max_requests": args.max_requests,
         "concurrency": args.concurrency,
         "style": args.style,
+        "clients": bool(args.clients),
         "workers": 4,
         "elapsed_s": round(elapsed, 1),
         "databases": {b: ("given" if b in plan.given else "private") for b in plan.backends},
@@ -349,6 +374,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     if args.app:
+        if args.clients:
+            print("forkguard lab: --clients is a variant of the lab's own app, not of --app's",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         from .userapp.run import main as run_app
 
         return _interruptible(lambda: run_app(args, arglist))

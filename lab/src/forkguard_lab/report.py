@@ -205,9 +205,16 @@ def render(meta: dict[str, Any], cells: list[CellResult]) -> str:
         f"{meta['requests_per_cell']} requests/cell, {meta['elapsed_s']:.0f}s, "
         f"commit {meta.get('commit', 'unknown')}"
     )
-    parts = [head, format_table(cells), notes(cells), summary(cells)]
-    parts.append(legend(cells, meta.get("style", "fsa2")))
+    parts = [head, CLIENTS_NOTE if meta.get("clients") else "", format_table(cells)]
+    parts += [notes(cells), summary(cells), legend(cells, meta.get("style", "fsa2"))]
     return "\n\n".join(p for p in parts if p)
+
+
+CLIENTS_NOTE = (
+    "--clients: the app also builds a requests.Session at import, calls a private HTTPS API "
+    "(keep-alive) there, and again in every /echo request; a failed or crossed call fails the "
+    "request (HTTP err) and its exception is one of the error kinds."
+)
 
 
 def pss_ratios(cells: list[CellResult]) -> list[tuple[str, str, float]]:

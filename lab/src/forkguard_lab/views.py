@@ -110,14 +110,46 @@ def hold(most: float) -> None:
         time.sleep(min(seconds, most))
 
 
+class CrossedReply(Exception):
+    """The HTTP API answered another request than this process's (a shared keep-alive socket)."""
+
+
+class RemoteApi:
+    """An HTTP API the app calls, through a ``requests.Session`` built at import - and used at
+    import, as apps do to fetch a token or a config - so the session's pool holds a keep-alive
+    TLS connection when the server forks (the lab's ``--clients`` variant)."""
+
+    def __init__(self, url: str, ca_path: str) -> None:
+        import requests
+
+        self.url = url
+        self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the lab's CA
+        self.session.verify = ca_path
+        self.check("startup")
+
+    def check(self, token: str) -> None:
+        """One call; raises unless the reply answers this very request."""
+        reply = self.session.get(f"{self.url}/{token}", headers={"X-Echo-Id": token}, timeout=5)
+        if not reply.text.startswith(f"{token} "):
+            raise CrossedReply(f"sent {token!r}, got the reply to {reply.text[:60]!r}")
+
+
 def add_user_routes(
-    app: Flask, db: SQLAlchemy, user: Any, *, lookup: str = "query", most_hold: float = 1.0
+    app: Flask,
+    db: SQLAlchemy,
+    user: Any,
+    *,
+    lookup: str = "query",
+    most_hold: float = 1.0,
+    remote: Optional[RemoteApi] = None,
 ) -> None:
     """``GET /echo``, ``GET /user`` and ``POST /user``, the routes the load drives.
 
     ``/echo`` sends the client's token through the database and back: any other token in the
-    reply means this process read a result meant for another one. ``POST /user`` answers 200
-    with the new id only if ``user.save()`` committed.
+    reply means this process read a result meant for another one; with ``remote`` it also
+    sends it through the HTTP API (an error, or a reply to another request, fails the request).
+    ``POST /user`` answers 200 with the new id only if ``user.save()`` committed.
     """
     if lookup not in LOOKUPS:
         raise ValueError(f"lookup={lookup!r}: expected one of {LOOKUPS}")
@@ -126,6 +158,8 @@ def add_user_routes(
     def echo() -> Any:
         token = request.args.get("token", "")
         got = db.session.execute(text("SELECT :token"), {"token": token}).scalar()
+        if remote is not None:
+            remote.check(f"{os.getpid()}-{token}")
         hold(most_hold)
         return jsonify(token=got, pid=os.getpid())
 

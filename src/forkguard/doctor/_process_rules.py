@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._clients import CLIENTS
 from ._rules import Context, Finding, Rule, always, every_match, first_match, install, sentence
 
 
@@ -185,9 +186,30 @@ def _client_finding(sock: dict[str, Any], ctx: Context) -> Finding:
     )
 
 
+def _from_known_client(sock: dict[str, Any], ctx: Context) -> bool:
+    return sock.get("library") in CLIENTS
+
+
+def _known_client_finding(sock: dict[str, Any], ctx: Context) -> Finding:
+    client = CLIENTS[sock["library"]]
+    finding = _socket_finding(
+        sock,
+        ctx,
+        f"{client.name} connection to {sock.get('peer') or '(unconnected)'} is open after import",
+        client.failure,
+    )
+    finding.kind = "client-at-import"
+    finding.fix = client.fix
+    finding.data["library"] = client.name
+    if client.covered is None or (client.covered and ctx.forkguard_installed):
+        finding.severity = "info"  # handled: by the library itself, or by forkguard
+    return finding
+
+
 # The first rule that applies, for each socket that is not a database connection's.
 _SOCKET_RULES: tuple[Rule[dict[str, Any]], ...] = (
     Rule(_listening, _listening_finding),
+    Rule(_from_known_client, _known_client_finding),
     Rule(always, _client_finding),
 )
 

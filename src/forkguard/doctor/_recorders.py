@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import _drivers
+from ._clients import client_library
 from ._sites import site_and_stack
 from ._sockets import fd_of, format_address
 
@@ -54,6 +55,7 @@ class SocketRecord:
     site: str | None
     stack: list[str]
     phase: str
+    library: str | None = None  # the client library that opened it (._clients.CLIENTS)
 
 
 @dataclass
@@ -225,6 +227,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             site=site,
             stack=stack,
             phase=recorder.phase,
+            library=client_library(sys._getframe(1)),
         )
     except Exception:  # an audit hook that raises would break the app's own connect()
         log.debug("forkguard doctor: cannot record %s", event, exc_info=True)

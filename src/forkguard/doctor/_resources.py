@@ -76,7 +76,16 @@ def collect_sockets(db_inodes: set[int]) -> list[dict[str, Any]]:
         facts["opened_at"] = record.site if record else None
         facts["stack"] = record.stack if record else []
         facts["phase"] = record.phase if record else "unknown"
+        facts["library"] = record.library if record else None
         if record is not None and not facts.get("peer") and record.event == "connect":
             facts["peer"] = record.address
         result.append(facts)
-    return result
+    return _without_internal_pairs(result)
+
+
+def _without_internal_pairs(sockets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop the two ends of a TCP connection that this process holds both of: a library's
+    wake-up pair (pika's ioloop connects to itself over 127.0.0.1), reported with its client."""
+    local = {s.get("local") for s in sockets if s.get("peer")}
+    paired = {s.get("local") for s in sockets if s.get("peer") in local}
+    return [s for s in sockets if s.get("local") not in paired and s.get("peer") not in paired]

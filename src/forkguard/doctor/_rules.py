@@ -35,6 +35,7 @@ class Context:
     django: bool = False
     late_install: str | None = None  # a post-fork hook that calls forkguard.install()
     has_connections: bool = False
+    forkguard_installed: bool = False  # the app calls forkguard.install() at import
 
     @property
     def preloaded(self) -> bool:

@@ -77,6 +77,7 @@ def _context(facts: dict[str, Any], workers: int | None, hosts: int) -> Context:
         django=bool(facts.get("django_databases")),
         late_install=f"{late[0]['name']} ({late[0]['source']})" if late else None,
         has_connections=bool(facts.get("connections")),
+        forkguard_installed=bool(facts.get("forkguard_installed")),
     )
 
 

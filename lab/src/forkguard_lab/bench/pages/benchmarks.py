@@ -171,8 +171,11 @@ def _instructions_md(doc: dict[str, Any]) -> str:
     return (
         "The same split in instructions, counted by valgrind's callgrind: each configuration "
         f"runs {ins['small']} and then {ins['large']} bare checkouts in a fresh process "
-        "(same warm-up, `PYTHONHASHSEED=0`, the cyclic GC paused in the counted loop), and the "
-        "difference divided by the difference in checkouts is one checkout + checkin; "
+        "(same warm-up, `PYTHONHASHSEED=0`, the cyclic GC paused in the counted loop), "
+        "callgrind counting only the loop (it runs inside `functools.reduce`: "
+        "`--collect-atstart=no --toggle-collect=functools_reduce`, so start-up work that "
+        "differs between starts is not counted), and the difference divided by the "
+        "difference in checkouts is one checkout + checkin; "
         f"{ins.get('repeats', 1)} repeats, each under a different environment size, give the "
         "median and (in parentheses) the range. Unlike CPU time, these counts do not move with "
         "the machine's load.\n\n" + md_table(INSTRUCTION_HEADER, instruction_rows(doc)) + "\n"
