@@ -19,6 +19,7 @@ import pytest
 
 import forkguard
 from forkguard import InheritedConnectionError
+from forkguard.pika import impl_and_socket
 from tests.forking import start_child
 
 pika = pytest.importorskip("pika")
@@ -105,20 +106,22 @@ def test_pika_unprotected_child_close_closes_the_parents_connection(queue: str) 
     on the shared socket, and takes the socket out of the epoll instance both processes share
     (pika's ioloop made it before the fork): the parent's connection is broken."""
     conn = pika.BlockingConnection(_pika_params())
+    _, sock = impl_and_socket(conn)
     channel = conn.channel()
     channel.confirm_delivery()
-    result = start_child(lambda: conn.close(), "os", timeout=60)()
-    assert result["ok"], result
-    with pytest.raises((pika.exceptions.AMQPError, OSError)):
-        channel.basic_publish("", queue, b"parent")
-        conn.process_data_events(time_limit=1)
+    try:
+        result = start_child(lambda: conn.close(), "os", timeout=60)()
+        assert result["ok"], result
+        with pytest.raises((pika.exceptions.AMQPError, OSError)):
+            channel.basic_publish("", queue, b"parent")
+            conn.process_data_events(time_limit=1)
+    finally:
+        sock.close()  # pika cannot close a connection in that state; no test may inherit it
 
 
 def test_pika_private_accessors() -> None:
     """forkguard.pika reaches the impl and the socket through pika's private attributes;
     this fails if pika moves them."""
-    from forkguard.pika import impl_and_socket
-
     try:
         conn = pika.BlockingConnection(_pika_params())
     except pika.exceptions.AMQPConnectionError as exc:
@@ -172,11 +175,15 @@ def test_kombu_child_use_raises_and_kombu_reconnects_on_its_own(queue: str) -> N
 def test_kombu_unprotected_child_collect_breaks_the_parents_connection(queue: str) -> None:
     """The twin: py-amqp's collect() in a child shuts the shared socket down."""
     conn = _kombu_connection()
+    sock = conn.connection.transport.sock
     producer = conn.Producer()
-    result = start_child(lambda: conn.collect(), "os", timeout=60)()
-    assert result["ok"], result
-    with pytest.raises(Exception) as failure:
-        producer.publish(b"parent", routing_key=queue, retry=False)
-        conn.drain_events(timeout=1)
-    assert not isinstance(failure.value, InheritedConnectionError)
-    conn.release()
+    try:
+        result = start_child(lambda: conn.collect(), "os", timeout=60)()
+        assert result["ok"], result
+        with pytest.raises(Exception) as failure:
+            producer.publish(b"parent", routing_key=queue, retry=False)
+            conn.drain_events(timeout=1)
+        assert not isinstance(failure.value, InheritedConnectionError)
+    finally:
+        sock.close()  # the shut-down socket: no test may inherit it
+        conn.collect()

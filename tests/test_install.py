@@ -69,7 +69,8 @@ def test_install_twice_is_harmless(make_engine):
     from forkguard import sqlalchemy as fg_sa
 
     assert len(fg_sa._listeners) == len(set(fg_sa._listeners))
-    assert [i.name for i in _integration.installed()] == ["sqlalchemy"]
+    names = [i.name for i in _integration.installed()]  # and the client libraries imported
+    assert names[0] == "sqlalchemy" and len(names) == len(set(names))
 
 
 def test_uninstall_removes_every_hook(make_engine):

@@ -18,7 +18,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import _inert, _origin, _report, _sockets
+from . import _inert, _integration, _origin, _report, _sockets
 from ._errors import InheritedConnectionError
 
 _MARK = "__forkguard_records__"
@@ -109,3 +109,43 @@ class InheritedObjects:
 
 def _for_client(state: _sockets.TrackedSocket) -> InheritedConnectionError:
     return InheritedConnectionError.for_client(state)
+
+
+def _nothing_after_fork(parent_pid: int) -> None:
+    """The core's step is all: the library drops the silenced connections itself."""
+
+
+class Adapter:
+    """One client library's adapter, as an integration: ``wrap()`` puts the recording wrapper
+    on the library's connect function, ``adopt()`` records the connections that were open
+    before (a read-only heap search), ``after_fork`` is its step in a child."""
+
+    def __init__(
+        self,
+        library: str,
+        *,
+        wrap: Callable[[], None],
+        adopt: Callable[[], None],
+        after_fork: Callable[[int], None] = _nothing_after_fork,
+        forget: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.library = library
+        self._wrap, self._adopt, self._forget = wrap, adopt, forget
+        self.installed = False
+        self.integration = _integration.Integration(
+            library, install=self.install, uninstall=self.uninstall, after_fork=after_fork
+        )
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        self._wrap()
+        self.installed = True
+        _integration.register(self.integration)
+        self._adopt()
+
+    def uninstall(self) -> None:
+        unwrap_all(self.library)
+        self._forget()
+        _integration.unregister(self.library)
+        self.installed = False

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import _clients, _heap, _inert, _integration
+from . import _clients, _heap, _inert
 
 # Installed by forkguard.install() when amqp (kombu's transport) is imported; nothing to call.
 __all__: list[str] = []
 
 LIBRARY = "amqp"
-_installed = False
 _connections = _clients.InheritedObjects(
     LIBRARY,
     {"connected": False, "close": _inert.nothing, "collect": _inert.nothing},
@@ -33,7 +32,10 @@ _connections = _clients.InheritedObjects(
 
 
 def _socket_of(conn: Any) -> Any:
-    return getattr(getattr(conn, "transport", None), "sock", None)
+    # Asked only of a connected one: py-amqp warns when ``transport`` is read before connect().
+    if not getattr(conn, "connected", False):
+        return None
+    return getattr(conn.transport, "sock", None)
 
 
 def _recording(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,27 +47,25 @@ def _recording(original: Callable[..., Any]) -> Callable[..., Any]:
     return connect
 
 
-def _install() -> None:
-    global _installed
-    if _installed:
-        return
+def _wrap() -> None:
     from amqp import Connection
 
     _clients.wrap(LIBRARY, Connection, "connect", _recording)
-    _installed = True
-    _integration.register(_INTEGRATION)
+
+
+def _adopt() -> None:
+    from amqp import Connection
+
     for conn in _heap.instances_of(Connection):
         _connections.record(conn, _socket_of(conn), found=True)
 
 
-def uninstall() -> None:
-    global _installed
-    _clients.unwrap_all(LIBRARY)
-    _connections.clear()
-    _integration.unregister(LIBRARY)
-    _installed = False
-
-
-_INTEGRATION = _integration.Integration(
-    LIBRARY, install=_install, uninstall=uninstall, after_fork=_connections.after_fork
+_ADAPTER = _clients.Adapter(
+    LIBRARY,
+    wrap=_wrap,
+    adopt=_adopt,
+    after_fork=_connections.after_fork,
+    forget=_connections.clear,
 )
+_INTEGRATION = _ADAPTER.integration
+uninstall = _ADAPTER.uninstall

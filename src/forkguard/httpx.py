@@ -17,14 +17,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import _clients, _heap, _integration
+from . import _clients, _heap
 
 # Installed by forkguard.install() when the library is imported; nothing to call.
 __all__: list[str] = []
 
 LIBRARY = "httpx"
 _CONNECTS = ("connect_tcp", "connect_unix_socket")
-_installed = False
 
 
 def _recording(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,17 +44,17 @@ def _async_recording(original: Callable[..., Any]) -> Callable[..., Any]:
     return connect
 
 
-def _install() -> None:
-    global _installed
-    if _installed:
-        return
+def _wrap() -> None:
     import httpcore
 
     for name in _CONNECTS:
         _clients.wrap(LIBRARY, httpcore.SyncBackend, name, _recording)
         _clients.wrap(LIBRARY, httpcore.AnyIOBackend, name, _async_recording)
-    _installed = True
-    _integration.register(_INTEGRATION)
+
+
+def _adopt() -> None:
+    import httpcore
+
     for stream in [
         *_heap.instances_of(httpcore.NetworkStream),
         *_heap.instances_of(httpcore.AsyncNetworkStream),
@@ -63,17 +62,6 @@ def _install() -> None:
         _clients.record_found(stream.get_extra_info("socket"), LIBRARY)
 
 
-def uninstall() -> None:
-    global _installed
-    _clients.unwrap_all(LIBRARY)
-    _integration.unregister(LIBRARY)
-    _installed = False
-
-
-def _after_fork(parent_pid: int) -> None:
-    """Nothing beyond the core's step: httpcore drops the silenced connections itself."""
-
-
-_INTEGRATION = _integration.Integration(
-    LIBRARY, install=_install, uninstall=uninstall, after_fork=_after_fork
-)
+_ADAPTER = _clients.Adapter(LIBRARY, wrap=_wrap, adopt=_adopt)
+_INTEGRATION = _ADAPTER.integration
+uninstall = _ADAPTER.uninstall

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import _clients, _heap, _inert, _integration
+from . import _clients, _heap, _inert
 
 # Installed by forkguard.install() when pika is imported; nothing to call.
 __all__: list[str] = []
 
 LIBRARY = "pika"
-_installed = False
 _connections = _clients.InheritedObjects(
     LIBRARY, {"is_open": False, "is_closed": True, "close": _inert.nothing}
 )
@@ -52,27 +51,25 @@ def _recording(original: Callable[..., Any]) -> Callable[..., Any]:
     return __init__
 
 
-def _install() -> None:
-    global _installed
-    if _installed:
-        return
+def _wrap() -> None:
     from pika import BlockingConnection
 
     _clients.wrap(LIBRARY, BlockingConnection, "__init__", _recording)
-    _installed = True
-    _integration.register(_INTEGRATION)
+
+
+def _adopt() -> None:
+    from pika import BlockingConnection
+
     for conn in _heap.instances_of(BlockingConnection):
         _record(conn, found=True)
 
 
-def uninstall() -> None:
-    global _installed
-    _clients.unwrap_all(LIBRARY)
-    _connections.clear()
-    _integration.unregister(LIBRARY)
-    _installed = False
-
-
-_INTEGRATION = _integration.Integration(
-    LIBRARY, install=_install, uninstall=uninstall, after_fork=_connections.after_fork
+_ADAPTER = _clients.Adapter(
+    LIBRARY,
+    wrap=_wrap,
+    adopt=_adopt,
+    after_fork=_connections.after_fork,
+    forget=_connections.clear,
 )
+_INTEGRATION = _ADAPTER.integration
+uninstall = _ADAPTER.uninstall

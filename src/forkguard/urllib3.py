@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import _clients, _heap, _integration
+from . import _clients, _heap
 
 # Installed by forkguard.install() when the library is imported; nothing to call.
 __all__: list[str] = []
 
 LIBRARY = "urllib3"
-_installed = False
 
 
 def _recording(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,31 +37,19 @@ def _recording(original: Callable[..., Any]) -> Callable[..., Any]:
     return create_connection
 
 
-def _install() -> None:
-    global _installed
-    if _installed:
-        return
-    from urllib3.connection import HTTPConnection
+def _wrap() -> None:
     from urllib3.util import connection
 
     _clients.wrap(LIBRARY, connection, "create_connection", _recording)
-    _installed = True
-    _integration.register(_INTEGRATION)
+
+
+def _adopt() -> None:
+    from urllib3.connection import HTTPConnection
+
     for conn in _heap.instances_of(HTTPConnection):
         _clients.record_found(getattr(conn, "sock", None), LIBRARY)
 
 
-def uninstall() -> None:
-    global _installed
-    _clients.unwrap_all(LIBRARY)
-    _integration.unregister(LIBRARY)
-    _installed = False
-
-
-def _after_fork(parent_pid: int) -> None:
-    """Nothing beyond the core's step: urllib3 drops the silenced connections itself."""
-
-
-_INTEGRATION = _integration.Integration(
-    LIBRARY, install=_install, uninstall=uninstall, after_fork=_after_fork
-)
+_ADAPTER = _clients.Adapter(LIBRARY, wrap=_wrap, adopt=_adopt)
+_INTEGRATION = _ADAPTER.integration
+uninstall = _ADAPTER.uninstall
