@@ -2,8 +2,9 @@
 its connections, and record each socket it returns.
 
 A database driver's connections reach forkguard through SQLAlchemy's and Django's events.
-urllib3 and httpcore have no such hook, so each adapter (:mod:`forkguard.urllib3`,
-:mod:`forkguard.httpx`) wraps the single function every connection of that library is opened
+urllib3, httpcore, pika and py-amqp have no such hook, so each adapter
+(:mod:`forkguard.urllib3`, :mod:`forkguard.httpx`, :mod:`forkguard.pika`,
+:mod:`forkguard.amqp`) wraps the single function every connection of that library is opened
 through, and the wrapper only records the new socket with :mod:`._sockets`: one ``fstat`` and
 one walk up the stack per new connection, nothing per request. ``uninstall()`` puts the
 originals back. Recording never breaks the caller's request: if it raises, the error is

@@ -26,8 +26,6 @@ from .timing import paired_ratios, summary
 log = logging.getLogger("forkguard_lab.bench")
 
 CLIENT_CONFIGS = ("unguarded", "forkguard")
-# forkguard._clients marks a function it wraps with this attribute.
-_WRAPPED_MARK = "__forkguard_records__"
 
 
 @dataclass
@@ -37,16 +35,25 @@ class ClientsConfig:
     requests_per_round: int = 100
 
 
-def _assert_config(name: str) -> None:
+def _config_check() -> Callable[[str], None]:
+    """A check that the adapter is in place exactly when forkguard is installed: urllib3's
+    ``create_connection`` is the one it had before forkguard was ever installed, or not."""
     from urllib3.util import connection
 
-    wrapped = bool(getattr(connection.create_connection, _WRAPPED_MARK, False))
-    wanted = name == "forkguard"
-    if (forkguard.is_installed(), wrapped) != (wanted, wanted):
-        raise RuntimeError(
-            f"client benchmark configuration {name!r} is not in effect: installed "
-            f"{forkguard.is_installed()}, urllib3 adapter in place {wrapped}"
-        )
+    if forkguard.is_installed():
+        raise RuntimeError("the client benchmark must start without forkguard installed")
+    original = connection.create_connection
+
+    def check(name: str) -> None:
+        wrapped = connection.create_connection is not original
+        wanted = name == "forkguard"
+        if (forkguard.is_installed(), wrapped) != (wanted, wanted):
+            raise RuntimeError(
+                f"client benchmark configuration {name!r} is not in effect: installed "
+                f"{forkguard.is_installed()}, urllib3 adapter in place {wrapped}"
+            )
+
+    return check
 
 
 def _session_op(session: Any, url: str) -> Callable[[int], Sample]:
@@ -75,7 +82,7 @@ def run_clients(cfg: ClientsConfig) -> dict[str, Any]:
                 cfg.requests_per_round,
                 cfg.rounds,
                 CLIENT_CONFIGS,
-                _assert_config,
+                _config_check(),
             )
         finally:
             session.close()
