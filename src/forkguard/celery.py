@@ -2,7 +2,10 @@
 
 Celery's prefork pool (billiard) forks with ``os.fork()``, so forkguard's at-fork hook runs in
 every pool process before any task: inherited connections are silenced at the socket level,
-SQLAlchemy engines get fresh pools, and Django's connections are dropped without IO. No
+SQLAlchemy engines get fresh pools, Django's connections are dropped without IO, and a broker
+connection over py-amqp (RabbitMQ) the process inherited answers "not connected" and raises
+on use (:mod:`forkguard.amqp`), so Celery's own after-fork ``collect()`` of its producer pool
+sends nothing and shuts down nothing the parent still uses. No
 ``worker_process_init`` handler is needed (one that calls ``forkguard.install()`` works too,
 later than needed: forkguard then logs a WARNING asking to move it), and Celery's own Django
 fixup (which ``os.close()``\\ s inherited fds) then finds nothing left to close.
