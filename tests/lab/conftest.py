@@ -44,6 +44,7 @@ RUNS = {
         "--drivers", "pymysql",
         "--strategies", "dispose-noclose,forkguard",
         "--clients",
+        "--style", "fsa3",
         "--requests", "150",
         "--budget", "150",
     ],
