@@ -88,7 +88,9 @@ def _find_fds(conn: Any, port: int | None) -> tuple[tuple[FdIdentity, ...], bool
         log.debug("no socket accessor for %r (%s); looking for it by port", conn, exc)
         fd = None
         if port is not None:
-            claimed = {i.inode for s in _tracked.values() for i in s.fds}
+            # A copy: a collection during this loop runs weak-reference callbacks that delete
+            # entries from _tracked (seen in SQLAlchemy's own suite: "dictionary changed size").
+            claimed = {i.inode for s in list(_tracked.values()) for i in s.fds}
             fd = _drivers.newest_fd_to_port(port, claimed)
         identity = FdIdentity.of(fd) if fd is not None else None
         return ((identity,), True) if identity is not None else ((), False)
