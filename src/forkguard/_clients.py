@@ -107,6 +107,12 @@ class InheritedObjects:
     def clear(self) -> None:
         self._opened.clear()
 
+    def adapter(self, *, wrap: Callable[[], None], adopt: Callable[[], None]) -> Adapter:
+        """The library's adapter, with these objects' after-fork step and forgetting."""
+        return Adapter(
+            self.library, wrap=wrap, adopt=adopt, after_fork=self.after_fork, forget=self.clear
+        )
+
 
 def _for_client(state: _sockets.TrackedSocket) -> InheritedConnectionError:
     return InheritedConnectionError.for_client(state)

@@ -60,12 +60,6 @@ def _adopt() -> None:
         _connections.record(conn, _socket_of(conn), found=True)
 
 
-_ADAPTER = _clients.Adapter(
-    LIBRARY,
-    wrap=_wrap,
-    adopt=_adopt,
-    after_fork=_connections.after_fork,
-    forget=_connections.clear,
-)
+_ADAPTER = _connections.adapter(wrap=_wrap, adopt=_adopt)
 _INTEGRATION = _ADAPTER.integration
 uninstall = _ADAPTER.uninstall
